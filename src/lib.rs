@@ -8,6 +8,7 @@
 //! with `unsafe`. See docs/ARCHITECTURE.md.
 
 pub mod cli;
+pub mod inspect;
 pub mod record;
 pub mod store;
 pub mod sys;

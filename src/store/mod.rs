@@ -55,3 +55,15 @@ impl std::error::Error for StoreError {}
 pub fn resolve(q: &StoreQuery) -> Result<ResolvedImage, StoreError> {
     Err(StoreError(format!("cannot resolve {}: image stores are not implemented yet", q.reference)))
 }
+
+/// `unionmount images [--store PATH] [--json]`; `args` follow the subcommand name.
+pub fn cli_images(_args: &[std::ffi::OsString]) -> i32 {
+    eprintln!("unionmount images: not implemented yet");
+    2
+}
+
+/// `unionmount inspect IMAGE [--store PATH] [--json]`.
+pub fn cli_inspect(_args: &[std::ffi::OsString]) -> i32 {
+    eprintln!("unionmount inspect: not implemented yet");
+    2
+}
