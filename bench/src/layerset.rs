@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// Bumped whenever the generator changes, so an old set is not reused.
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 
 /// Sizes of the test set and of the workloads.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -224,24 +224,24 @@ fn build(dir: &Path, seed: u64, scale: &Scale) -> io::Result<Manifest> {
     let o = dir.join("o");
     fs::create_dir_all(&o)?;
     let rm_dir = "usr/share/doc".to_string();
-    let mut hidden: HashSet<&str> = HashSet::new();
-    for f in &files {
-        if rng.chance(0.02) {
-            w.whiteout(&o.join(f))?;
-            hidden.insert(f);
-        }
-    }
     let opaque: Vec<&String> = root.python_dirs.iter().step_by(10).collect();
     for d in &opaque {
         let od = o.join(d);
         fs::create_dir_all(&od)?;
         sys::lsetxattr(&od, "trusted.overlay.opaque", b"y")?;
-        // The 2% above may have put a whiteout where a new file goes.
-        let _ = fs::remove_file(od.join("__init__.py"));
         w.file(&od.join("__init__.py"), 120)?;
         w.file(&od.join("replaced.py"), 2000)?;
     }
+    // Whiteouts only where something below is hidden: one inside an opaque dir would be
+    // a directory of a single layer, whose readdir (kernel) lists the whiteout itself.
     let opaque_prefixes: Vec<String> = opaque.iter().map(|d| format!("{d}/")).collect();
+    let mut hidden: HashSet<&str> = HashSet::new();
+    for f in &files {
+        if rng.chance(0.02) && !opaque_prefixes.iter().any(|p| f.starts_with(p.as_str())) {
+            w.whiteout(&o.join(f))?;
+            hidden.insert(f);
+        }
+    }
     for f in files
         .iter()
         .filter(|f| f.starts_with("etc/") && !hidden.contains(f.as_str()))

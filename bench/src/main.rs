@@ -62,6 +62,12 @@ struct Args {
     /// Small sizes: a test set of ~2k files built in seconds, for development and CI.
     #[arg(long)]
     quick: bool,
+    /// Extra options for the kernel overlay mount, e.g. `volatile` (no fsync on copy-up).
+    #[arg(long, default_value = "")]
+    kernel_opts: String,
+    /// Extra -o options for both FUSE targets.
+    #[arg(long, default_value = "")]
+    fuse_opts: String,
     /// Seed of the generated test set.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -140,14 +146,17 @@ fn run(args: Args) -> Result<(), String> {
             "kernel" => Target {
                 kind: Kind::Kernel,
                 bin: None,
+                extra_opts: args.kernel_opts.clone(),
             },
             "fuse-overlayfs" => Target {
                 kind: Kind::FuseOverlayfs,
                 bin: Some(fo_bin.clone()),
+                extra_opts: args.fuse_opts.clone(),
             },
             "unionmount" => Target {
                 kind: Kind::Unionmount,
                 bin: Some(um_bin.clone()),
+                extra_opts: args.fuse_opts.clone(),
             },
             other => return Err(format!("unknown target {other}")),
         };
@@ -181,6 +190,7 @@ fn run(args: Args) -> Result<(), String> {
             name: t.name().into(),
             version: t.version(),
             binary: t.bin.as_ref().map(|b| b.display().to_string()),
+            extra_opts: t.extra_opts.clone(),
         })
         .collect();
 

@@ -25,6 +25,7 @@ pub struct TargetInfo {
     pub name: String,
     pub version: String,
     pub binary: Option<String>,
+    pub extra_opts: String,
 }
 
 /// Everything a run produced; serialised as results.json.
@@ -47,8 +48,8 @@ pub struct Record {
 #[derive(Clone, Debug)]
 pub struct Cell {
     pub median: f64,
-    pub min: f64,
-    pub max: f64,
+    /// Median absolute deviation from the median: a noise gauge robust to one outlier.
+    pub mad: f64,
     pub n: usize,
     pub errors: usize,
 }
@@ -87,13 +88,11 @@ impl Record {
         if v.is_empty() {
             return None;
         }
-        let (min, max) = v
-            .iter()
-            .fold((f64::MAX, f64::MIN), |(a, b), &x| (a.min(x), b.max(x)));
+        let med = median(&mut v);
+        let mut dev: Vec<f64> = v.iter().map(|x| (x - med).abs()).collect();
         Some(Cell {
-            median: median(&mut v),
-            min,
-            max,
+            median: med,
+            mad: median(&mut dev),
             n: v.len(),
             errors,
         })
@@ -158,7 +157,12 @@ impl Record {
         );
         let _ = writeln!(s, "Machine: {}.\n", self.machine.one_line());
         for t in &self.targets {
-            let _ = writeln!(s, "- {}: {}", t.name, t.version);
+            let opts = if t.extra_opts.is_empty() {
+                String::new()
+            } else {
+                format!(" (extra options: {})", t.extra_opts)
+            };
+            let _ = writeln!(s, "- {}: {}{opts}", t.name, t.version);
         }
         for (t, why) in &self.skipped_targets {
             let _ = writeln!(s, "- {t}: skipped ({why})");
@@ -226,7 +230,7 @@ impl Record {
         }
         let _ = writeln!(
             s,
-            "\nCells: median over rounds, ± half the min–max range relative to the median (noise)."
+            "\nCells: median over rounds ± median absolute deviation relative to the median (noise)."
         );
         let mism = self.check_mismatches();
         if !mism.is_empty() {
@@ -267,7 +271,7 @@ pub fn fmt_value(v: f64, unit: Unit) -> String {
 fn fmt_cell(c: &Cell, unit: Unit) -> String {
     let mut s = fmt_value(c.median, unit);
     if c.n > 1 && c.median > 0.0 {
-        let _ = write!(s, " ±{:.0}%", (c.max - c.min) / 2.0 / c.median * 100.0);
+        let _ = write!(s, " ±{:.0}%", c.mad / c.median * 100.0);
     }
     if c.errors > 0 {
         let _ = write!(s, " ({} failed)", c.errors);

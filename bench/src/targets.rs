@@ -10,8 +10,11 @@ use crate::sys;
 use serde::Serialize;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// How long a FUSE launcher may take to daemonize before the mount counts as failed.
+const LAUNCH_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub enum Kind {
@@ -25,6 +28,8 @@ pub struct Target {
     pub kind: Kind,
     /// Binary for FUSE targets.
     pub bin: Option<PathBuf>,
+    /// Extra mount options appended after lowerdir/upperdir/workdir (e.g. `volatile`).
+    pub extra_opts: String,
 }
 
 impl Target {
@@ -80,31 +85,63 @@ impl Target {
         for d in [&u, &w, &m] {
             fs::create_dir_all(d).map_err(|e| format!("mkdir {}: {e}", d.display()))?;
         }
-        let opts = format!(
+        let mut opts = format!(
             "lowerdir={},upperdir={},workdir={}",
             layers.join(":"),
             u.display(),
             w.display()
         );
+        if !self.extra_opts.is_empty() {
+            opts.push(',');
+            opts.push_str(&self.extra_opts);
+        }
         let t = Instant::now();
         match &self.bin {
             None => sys::mount_overlay(&m, &opts).map_err(|e| format!("mount -t overlay: {e}"))?,
             Some(bin) => {
-                let out = Command::new(bin)
+                // stderr goes to a file, not a pipe: a daemon that keeps an inherited pipe
+                // open would make us wait for its exit rather than the launcher's.
+                let log_path = run_dir.join("launcher.log");
+                let log = fs::File::create(&log_path)
+                    .map_err(|e| format!("{}: {e}", log_path.display()))?;
+                let mut child = Command::new(bin)
                     .current_dir(set_dir)
                     .arg("-o")
                     .arg(&opts)
                     .arg(&m)
-                    .output()
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(log)
+                    .spawn()
                     .map_err(|e| format!("exec {}: {e}", bin.display()))?;
-                if !out.status.success() {
-                    let _ = fs::remove_dir_all(run_dir);
-                    return Err(format!(
-                        "{} exited with {}: {}",
-                        self.name(),
-                        out.status,
-                        String::from_utf8_lossy(&out.stderr).trim()
-                    ));
+                let status = loop {
+                    match child.try_wait() {
+                        Ok(Some(st)) => break Ok(st),
+                        Ok(None) if t.elapsed() > LAUNCH_TIMEOUT => {
+                            let _ = child.kill();
+                            let _ = child.wait();
+                            break Err(format!("did not return within {LAUNCH_TIMEOUT:?}"));
+                        }
+                        Ok(None) => std::thread::sleep(Duration::from_micros(200)),
+                        Err(e) => break Err(format!("wait: {e}")),
+                    }
+                };
+                let failure = match status {
+                    Ok(st) if st.success() => None,
+                    Ok(st) => Some(format!("exited with {st}")),
+                    Err(e) => Some(e),
+                };
+                if let Some(why) = failure {
+                    let log = fs::read_to_string(&log_path).unwrap_or_default();
+                    let mut mounted = Mounted {
+                        mnt: m,
+                        run_dir: run_dir.to_path_buf(),
+                        daemon: None,
+                        mount_secs: 0.0,
+                    };
+                    mounted.daemon = find_daemon(&mounted.mnt);
+                    let _ = mounted.unmount();
+                    return Err(format!("{} {why}: {}", self.name(), log.trim()));
                 }
             }
         }
