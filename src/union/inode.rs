@@ -50,6 +50,9 @@ pub struct NodeState {
     pub lower_nlink: u64,
     /// The name was removed: `dir`/`name` may now hold something else.
     pub unlinked: bool,
+    /// For a removed non-directory: an `O_PATH` fd taken before removal, so open
+    /// files can still be stat'ed (fstat reaches us without a handle).
+    pub pinned: Option<Arc<OwnedFd>>,
 }
 
 impl NodeState {
@@ -82,7 +85,7 @@ impl Node {
             return Ok((*l, fd.clone()));
         }
         if s.unlinked {
-            return Err(Errno::ENOENT);
+            return s.pinned.clone().map(|p| (s.layer, p)).ok_or(Errno::ENOENT);
         }
         let fd = fs::open_at(s.dir.as_fd(), &s.cname()?, libc::O_PATH, 0)?;
         Ok((s.layer, Arc::new(fd)))
@@ -95,7 +98,7 @@ impl Node {
             return fs::fstat(fd.as_fd());
         }
         if s.unlinked {
-            return Err(Errno::ENOENT);
+            return s.pinned.as_ref().map(|p| fs::fstat(p.as_fd())).unwrap_or(Err(Errno::ENOENT));
         }
         fs::stat_at(s.dir.as_fd(), &s.cname()?)
     }
@@ -105,7 +108,8 @@ impl Node {
         let (layer, dir, name) = {
             let s = self.state.lock();
             if s.unlinked {
-                return Err(Errno::ENOENT);
+                let p = s.pinned.as_ref().ok_or(Errno::ENOENT)?;
+                return Ok((s.layer, fs::reopen(p.as_fd(), flags)?));
             }
             (s.layer, s.dir.clone(), s.cname()?)
         };
@@ -240,6 +244,7 @@ impl NodeTable {
         s.layer = layer;
         s.dir = dir;
         s.unlinked = false;
+        s.pinned = None;
         if s.parent != parent {
             if let Some(p) = g.get(&parent) {
                 p.children.fetch_add(1, Ordering::Relaxed);
@@ -257,11 +262,13 @@ impl NodeTable {
         }
     }
 
-    /// The node no longer has a name in the merged tree.
-    pub fn detach(&self, node: &Node) {
+    /// The node no longer has a name in the merged tree; `pin` keeps the object
+    /// reachable while the kernel still uses it.
+    pub fn detach(&self, node: &Node, pin: Option<Arc<OwnedFd>>) {
         let old = {
             let mut s = node.state.lock();
             s.unlinked = true;
+            s.pinned = pin;
             std::mem::replace(&mut s.parent, 0)
         };
         if old != 0 {

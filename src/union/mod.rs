@@ -96,7 +96,7 @@ impl UnionFs {
         }
         let (layer, fd) = dirs[0].clone();
         let root =
-            NodeState { parent: 0, name: ".".into(), layer, dir: fd, dirs, lower_nlink: 1, unlinked: false };
+            NodeState { parent: 0, name: ".".into(), layer, dir: fd, dirs, lower_nlink: 1, unlinked: false, pinned: None };
         let devs = stack.layers.iter().map(|l| l.dev).collect();
         Ok(UnionFs {
             nodes: NodeTable::new(root, devs),
@@ -206,6 +206,7 @@ impl UnionFs {
                         dirs: f.dirs.clone(),
                         lower_nlink: f.st.nlink(),
                         unlinked: false,
+                        pinned: None,
                     },
                     kind,
                 );

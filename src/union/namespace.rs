@@ -178,6 +178,7 @@ impl UnionFs {
                     dirs,
                     lower_nlink: 1,
                     unlinked: false,
+                    pinned: None,
                 };
                 self.nodes.get_or_insert(ino, || state, st.file_type()).0
             }
@@ -201,10 +202,11 @@ impl UnionFs {
             if dir && !self.dir_is_empty(node.ino)? {
                 return Err(Errno::ENOTEMPTY);
             }
+            let pin = if node.is_dir() { None } else { node.top().ok().map(|(_, fd)| fd) };
             self.remove_entry(&pnode, name)?;
             self.invalidate(parent, name);
             if node.location() == (parent, name.to_os_string()) {
-                self.nodes.detach(&node);
+                self.nodes.detach(&node, pin);
             }
             Ok(())
         })();
