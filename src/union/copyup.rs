@@ -14,6 +14,7 @@ use crate::sys::fs::{self, SetTime, Stat};
 use crate::sys::{Errno, SysResult, xattr};
 use std::ffi::CStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use super::inode::Held;
 use std::sync::Arc;
 
 const CHUNK: usize = 1 << 30;
@@ -154,7 +155,7 @@ impl UnionFs {
         if st.is_dir() || st.nlink() <= 1 {
             self.nodes.add_origin(nst.ino(), node.ino);
         }
-        let nfd = Arc::new(nfd);
+        let nfd = Held::new(nfd);
         let mut s = node.state.lock();
         s.layer = 0;
         s.dir = pdir;

@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::ffi::OsString;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 pub const ROOT_INO: u64 = 1;
 const LAYER_SHIFT: u32 = 48;
@@ -28,8 +28,35 @@ const INO_MASK: u64 = (1 << LAYER_SHIFT) - 1;
 /// Layer index in `LayerStack::layers` (0 = upper when there is one).
 pub type LayerIdx = u16;
 
+/// An `O_PATH` fd on an object of one layer. For directories it also remembers
+/// whether a listing found no `.wh.` markers in it, which spares lookups the
+/// `.wh.NAME` probe (reset when this daemon writes a marker there).
+#[derive(Debug)]
+pub struct Held {
+    fd: OwnedFd,
+    no_wh: AtomicBool,
+}
+
+impl Held {
+    pub fn new(fd: OwnedFd) -> Arc<Held> {
+        Arc::new(Held { fd, no_wh: AtomicBool::new(false) })
+    }
+    pub fn no_wh(&self) -> bool {
+        self.no_wh.load(Ordering::Relaxed)
+    }
+    pub fn set_no_wh(&self, v: bool) {
+        self.no_wh.store(v, Ordering::Relaxed)
+    }
+}
+
+impl AsFd for Held {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
 /// One directory of a merged directory: its layer and an `O_PATH` fd.
-pub type DirLayer = (LayerIdx, Arc<OwnedFd>);
+pub type DirLayer = (LayerIdx, Arc<Held>);
 
 /// The mutable part of a node.
 #[derive(Debug)]
@@ -42,7 +69,7 @@ pub struct NodeState {
     pub layer: LayerIdx,
     /// The directory (in `layer`) that holds the object as `name`. Non-directories
     /// are reached through it, so a file node costs no fd of its own.
-    pub dir: Arc<OwnedFd>,
+    pub dir: Arc<Held>,
     /// Directories only: the directories merged here, top first; `dirs[0]` is an
     /// `O_PATH` fd on the topmost object. Ends at the first opaque directory.
     pub dirs: Vec<DirLayer>,
@@ -52,7 +79,7 @@ pub struct NodeState {
     pub unlinked: bool,
     /// For a removed non-directory: an `O_PATH` fd taken before removal, so open
     /// files can still be stat'ed (fstat reaches us without a handle).
-    pub pinned: Option<Arc<OwnedFd>>,
+    pub pinned: Option<Arc<Held>>,
 }
 
 impl NodeState {
@@ -79,7 +106,7 @@ impl Node {
     }
     /// (layer, `O_PATH` fd) of the topmost object; opened on demand for
     /// non-directories.
-    pub fn top(&self) -> SysResult<(LayerIdx, Arc<OwnedFd>)> {
+    pub fn top(&self) -> SysResult<(LayerIdx, Arc<Held>)> {
         let s = self.state.lock();
         if let Some((l, fd)) = s.dirs.first() {
             return Ok((*l, fd.clone()));
@@ -88,7 +115,7 @@ impl Node {
             return s.pinned.clone().map(|p| (s.layer, p)).ok_or(Errno::ENOENT);
         }
         let fd = fs::open_at(s.dir.as_fd(), &s.cname()?, libc::O_PATH, 0)?;
-        Ok((s.layer, Arc::new(fd)))
+        Ok((s.layer, Held::new(fd)))
     }
 
     /// stat of the topmost object.
@@ -238,7 +265,7 @@ impl NodeTable {
 
     /// Move `node` to (parent, name), now held as `name` in `dir` of `layer`,
     /// keeping the parents' child counts right.
-    pub fn relocate(&self, node: &Node, parent: u64, name: OsString, layer: LayerIdx, dir: Arc<OwnedFd>) {
+    pub fn relocate(&self, node: &Node, parent: u64, name: OsString, layer: LayerIdx, dir: Arc<Held>) {
         let g = self.nodes.read();
         let mut s = node.state.lock();
         s.layer = layer;
@@ -264,7 +291,7 @@ impl NodeTable {
 
     /// The node no longer has a name in the merged tree; `pin` keeps the object
     /// reachable while the kernel still uses it.
-    pub fn detach(&self, node: &Node, pin: Option<Arc<OwnedFd>>) {
+    pub fn detach(&self, node: &Node, pin: Option<Arc<Held>>) {
         let old = {
             let mut s = node.state.lock();
             s.unlinked = true;

@@ -26,9 +26,10 @@ use crate::layers::LayerStack;
 use crate::sys::fs::{self, Stat};
 use crate::sys::{Errno, SysResult};
 use cache::LookupCache;
-use inode::{DirLayer, LayerIdx, Node, NodeState, NodeTable, ROOT_INO};
+use inode::{DirLayer, Held, LayerIdx, Node, NodeState, NodeTable, ROOT_INO};
 use std::ffi::OsStr;
 use std::os::fd::AsFd;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -88,7 +89,7 @@ impl UnionFs {
     pub fn new(stack: LayerStack, cfg: Config) -> SysResult<UnionFs> {
         let mut dirs: Vec<DirLayer> = Vec::new();
         for (i, l) in stack.layers.iter().enumerate() {
-            let fd = Arc::new(fs::open_at(l.root.as_fd(), c".", libc::O_PATH | libc::O_DIRECTORY, 0)?);
+            let fd = Held::new(fs::open_at(l.root.as_fd(), c".", libc::O_PATH | libc::O_DIRECTORY, 0)?);
             dirs.push((i as LayerIdx, fd.clone()));
             if resolve::is_opaque(&stack, i as LayerIdx, fd.as_fd()) {
                 break;
@@ -253,7 +254,7 @@ impl UnionFs {
     }
 
     /// The upper layer's directory fd for `node` (a directory already copied up).
-    pub(crate) fn upper_dir_of(&self, node: &Node) -> SysResult<Arc<std::os::fd::OwnedFd>> {
+    pub(crate) fn upper_dir_of(&self, node: &Node) -> SysResult<Arc<Held>> {
         let s = node.state.lock();
         match s.dirs.first() {
             Some((0, fd)) if self.has_upper() => Ok(fd.clone()),
