@@ -266,3 +266,6 @@ impl UnionFs {
         self.stack.upper.as_ref().ok_or(Errno::EROFS)
     }
 }
+
+#[cfg(test)]
+mod tests;
