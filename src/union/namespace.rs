@@ -169,14 +169,13 @@ impl UnionFs {
             }
             _ => {
                 let ino = self.nodes.ino_for(0, &st, true);
-                let dirs = if st.is_dir() { vec![(0, fd.clone())] } else { Vec::new() };
+                let dirs = if st.is_dir() { Some(vec![(0, fd.clone())].into()) } else { None };
                 let state = NodeState {
                     parent,
-                    name: name.to_os_string(),
+                    name: name.into(),
                     layer: 0,
                     dir: pdir.clone(),
                     dirs,
-                    lower_nlink: 1,
                     unlinked: false,
                     pinned: None,
                 };

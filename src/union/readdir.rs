@@ -46,7 +46,7 @@ impl UnionFs {
         }
         let (dirs, parent) = {
             let s = node.state.lock();
-            (s.dirs.clone(), s.parent)
+            (s.dir_layers().to_vec(), s.parent)
         };
         let mut out = vec![
             DirEntry { name: ".".into(), ino, kind: libc::S_IFDIR },
