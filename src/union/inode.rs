@@ -361,17 +361,24 @@ impl NodeTable {
         if ino == ROOT_INO {
             return;
         }
+        // Fast path: most forgets leave the node alive; only a drop to zero
+        // needs the write lock (where the counts are checked again).
+        {
+            let g = self.nodes.read();
+            let Some(n) = g.get(&ino) else { return };
+            let prev = n.lookups.fetch_sub(count.min(n.lookups.load(Ordering::Relaxed)), Ordering::AcqRel);
+            if prev > count || n.children.load(Ordering::Relaxed) != 0 {
+                return;
+            }
+        }
         let mut g = self.nodes.write();
         let mut cur = ino;
-        let mut dec_lookups = count;
+        let mut first = true;
         loop {
             let Some(n) = g.get(&cur).cloned() else { break };
-            if dec_lookups > 0 {
-                let prev = n.lookups.load(Ordering::Relaxed);
-                let new = prev.saturating_sub(dec_lookups);
-                n.lookups.store(new, Ordering::Relaxed);
-                dec_lookups = 0;
-                if new != 0 || n.children.load(Ordering::Relaxed) != 0 {
+            if first {
+                first = false;
+                if n.lookups.load(Ordering::Relaxed) != 0 || n.children.load(Ordering::Relaxed) != 0 {
                     break;
                 }
             } else if n.children.fetch_sub(1, Ordering::Relaxed) != 1 || n.lookups.load(Ordering::Relaxed) != 0 {
