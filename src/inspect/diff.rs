@@ -63,9 +63,12 @@ pub fn changes(upper: &Path, lowers: &[PathBuf], lowers_known: bool) -> io::Resu
     let root = Dir::open_root(upper)?;
     let stack = Stack::roots(lowers, 0)?;
     let mut out = Vec::new();
-    let path = Vec::new();
-    walk(&root, &stack, false, lowers_known, &path, &mut out)?;
-    out.sort_by(|a, b| sort_key(&a.path).cmp(&sort_key(&b.path)));
+    let cut = super::layer::root_is_opaque(&root, upper)?;
+    walk(&root, &stack, cut, lowers_known, &[], &mut out)?;
+    if cut {
+        deleted_under_opaque(&root, &stack, &[], &mut out)?;
+    }
+    out.sort_by_key(|c| sort_key(&c.path));
     Ok(out)
 }
 
@@ -123,19 +126,7 @@ fn walk(dir: &Dir, lower: &Stack, cut: bool, known: bool, path: &[u8], out: &mut
         let below = if lower_dir { merged } else { &empty };
         let mut sub = walk(&child, below, opaque, true, &p, out)?;
         if opaque && lower_dir {
-            let upper_names: std::collections::BTreeSet<Vec<u8>> = child
-                .list()?
-                .entries
-                .iter()
-                .filter(|c| !c.whiteout)
-                .map(|c| c.name.as_bytes().to_vec())
-                .collect();
-            for n in merged.merged_names()? {
-                if !upper_names.contains(n.as_bytes()) {
-                    out.push(Change { kind: ChangeKind::Deleted, path: join(&p, &n) });
-                    sub = true;
-                }
-            }
+            sub |= deleted_under_opaque(&child, merged, &p, out)?;
         }
         let meta_changed = !lower_dir
             || e.meta.mode() != lmeta.mode()
@@ -148,6 +139,21 @@ fn walk(dir: &Dir, lower: &Stack, cut: bool, known: bool, path: &[u8], out: &mut
         }
     }
     Ok(changed)
+}
+
+/// `D` for every name the lowers show in opaque upper dir `dir` (at `path`)
+/// that the upper does not re-create. Returns whether there was any.
+fn deleted_under_opaque(dir: &Dir, lower: &Stack, path: &[u8], out: &mut Vec<Change>) -> io::Result<bool> {
+    let upper_names: std::collections::BTreeSet<Vec<u8>> =
+        dir.list()?.entries.iter().filter(|c| !c.whiteout).map(|c| c.name.as_bytes().to_vec()).collect();
+    let mut any = false;
+    for n in lower.merged_names()? {
+        if !upper_names.contains(n.as_bytes()) {
+            out.push(Change { kind: ChangeKind::Deleted, path: join(path, &n) });
+            any = true;
+        }
+    }
+    Ok(any)
 }
 
 pub(crate) fn unsupported(dir: &Dir, name: &OsStr, xattr: &OsStr) -> io::Error {
@@ -217,7 +223,7 @@ mod tests {
         mkdir(&up, "usr");
         let m = std::fs::metadata(lo.join("usr")).unwrap();
         std::fs::File::open(up.join("usr")).unwrap().set_modified(m.modified().unwrap()).unwrap();
-        let c = changes(&up, &[lo.clone()], true).unwrap();
+        let c = changes(&up, std::slice::from_ref(&lo), true).unwrap();
         assert_eq!(
             render(&c),
             vec!["C /etc", "A /etc/new", "C /etc/passwd", "D /etc/hosts", "A /new", "A /new/sub", "A /new/sub/f", "D /old"]
@@ -255,6 +261,18 @@ mod tests {
         write(&up, "d/z", "z");
         let c = changes(&up, &[mid, lo], true).unwrap();
         assert_eq!(render(&c), vec!["C /d", "D /d/a", "C /d/b", "A /d/z"]);
+    }
+
+    #[test]
+    fn opaque_root_deletes_everything_not_recreated() {
+        let t = tempfile::tempdir().unwrap();
+        let (up, lo) = (t.path().join("up"), t.path().join("lo"));
+        write(&lo, "a", "a");
+        write(&lo, "b/c", "c");
+        write(&up, ".wh..wh..opq", "");
+        write(&up, "b/d", "d");
+        let c = changes(&up, &[lo], true).unwrap();
+        assert_eq!(render(&c), vec!["D /a", "C /b", "D /b/c", "A /b/d"]);
     }
 
     #[test]

@@ -290,6 +290,12 @@ pub fn xattrs_of(path: &Path) -> io::Result<Vec<(OsString, Vec<u8>)>> {
     Ok(out)
 }
 
+/// Is the root of a layer opaque (`.wh..wh..opq` in it, or the opaque xattr)?
+pub fn root_is_opaque(dir: &Dir, path: &Path) -> io::Result<bool> {
+    Ok(dir.lstat(OsStr::from_bytes(WH_OPAQUE))?.is_some()
+        || xattrs_of(path)?.iter().any(|(k, v)| overlay_suffix(k) == Some(b"opaque") && v == b"y"))
+}
+
 /// What one layer holds at a name.
 pub enum Probe {
     Absent,
@@ -335,11 +341,17 @@ pub struct Lookup {
 }
 
 impl Stack {
-    /// A stack of layer roots, top first, indices counted from `first_index`.
+    /// A stack of layer roots, top first, indices counted from `first_index`;
+    /// layers below an opaque root are not merged.
     pub fn roots(dirs: &[PathBuf], first_index: usize) -> io::Result<Stack> {
         let mut out = Vec::new();
         for (i, d) in dirs.iter().enumerate() {
-            out.push((first_index + i, Dir::open_root(d)?));
+            let dir = Dir::open_root(d)?;
+            let opaque = root_is_opaque(&dir, d)?;
+            out.push((first_index + i, dir));
+            if opaque {
+                break;
+            }
         }
         Ok(Stack { dirs: out })
     }

@@ -73,49 +73,50 @@ struct Target {
     lowers_known: bool,
 }
 
-/// Split on unescaped `sep`, removing backslash escapes.
-fn split_escaped(s: &[u8], sep: u8) -> Vec<Vec<u8>> {
+/// Split on unescaped `sep`, keeping the escapes (see `unescape`).
+fn split_keep_escapes(s: &[u8], sep: u8) -> Vec<Vec<u8>> {
     let mut out = vec![Vec::new()];
-    let mut it = s.iter();
-    while let Some(&c) = it.next() {
-        if c == b'\\' {
-            if let Some(&n) = it.next() {
-                out.last_mut().map(|v| v.push(n));
-            }
+    let mut esc = false;
+    for &c in s {
+        let last = out.len() - 1;
+        if esc {
+            out[last].push(c);
+            esc = false;
         } else if c == sep {
             out.push(Vec::new());
         } else {
-            out.last_mut().map(|v| v.push(c));
+            esc = c == b'\\';
+            out[last].push(c);
         }
     }
     out
 }
 
-/// The `lowerdir=` layers in `-o` option strings (top first).
+/// Remove backslash escapes.
+fn unescape(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut esc = false;
+    for &c in s {
+        if !esc && c == b'\\' {
+            esc = true;
+        } else {
+            out.push(c);
+            esc = false;
+        }
+    }
+    out
+}
+
+/// The `lowerdir=` layers in `-o` option strings (top first; the last one wins).
 fn lowerdirs_from_options(options: &[OsString]) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for o in options {
-        // Split on unescaped commas but keep escapes for the ':' split below.
-        let mut parts = vec![Vec::new()];
-        let mut esc = false;
-        for &c in o.as_bytes() {
-            if esc {
-                parts.last_mut().map(|v: &mut Vec<u8>| v.extend_from_slice(&[b'\\', c]));
-                esc = false;
-            } else if c == b'\\' {
-                esc = true;
-            } else if c == b',' {
-                parts.push(Vec::new());
-            } else {
-                parts.last_mut().map(|v| v.push(c));
-            }
-        }
-        for p in parts {
-            if let Some(v) = p.strip_prefix(b"lowerdir=") {
-                out = split_escaped(v, b':')
+        for part in split_keep_escapes(o.as_bytes(), b',') {
+            if let Some(v) = part.strip_prefix(b"lowerdir=") {
+                out = split_keep_escapes(v, b':')
                     .into_iter()
                     .filter(|d| !d.is_empty())
-                    .map(|d| PathBuf::from(OsString::from_vec(d)))
+                    .map(|d| PathBuf::from(OsString::from_vec(unescape(&d))))
                     .collect();
             }
         }
@@ -260,10 +261,8 @@ fn run_commit(a: &CommitArgs) -> Result<String, String> {
         let what = format!("layer {}/{}", i + 1, n);
         let blob = commit::write_layer(&l.dir, &tmp, comp, &what).map_err(s)?;
         oci::adopt(&blobs, &tmp, &blob.digest).map_err(s)?;
-        if let Some(orig) = &l.diff_id {
-            if *orig != blob.diff_id {
-                log::info!("layer {} re-serialised: diff_id {} (store had {orig})", i + 1, blob.diff_id);
-            }
+        if let Some(orig) = l.diff_id.as_ref().filter(|d| **d != blob.diff_id) {
+            log::info!("layer {} re-serialised: diff_id {} (store had {orig})", i + 1, blob.diff_id);
         }
         let created_by = match &l.diff_id {
             Some(d) => format!("unionmount: base layer {d}"),

@@ -120,10 +120,9 @@ pub fn apply_tar(tar: impl Read, dest: &Path, overlay_form: bool) {
         }
         let full = dest.join(OsStr::from_bytes(&path));
         // A layer entry replaces what earlier layers had, except dir over dir.
-        if let Ok(m) = std::fs::symlink_metadata(&full) {
-            if !(m.is_dir() && e.header().entry_type().is_dir()) {
-                remove_any(&full);
-            }
+        let dir_over_dir = |m: &std::fs::Metadata| m.is_dir() && e.header().entry_type().is_dir();
+        if std::fs::symlink_metadata(&full).is_ok_and(|m| !dir_over_dir(&m)) {
+            remove_any(&full);
         }
         if e.header().entry_type().is_dir() {
             dir_times.push((full.clone(), e.header().mtime().unwrap()));
