@@ -169,4 +169,8 @@ fn skopeo_check(oci: &Path, name: &str, diff_id: &str, digest: &str) {
     // skopeo can also copy it out (reads and verifies every blob).
     let dir = oci.with_file_name("copied");
     run(Command::new("skopeo").args(["copy", &r, &format!("dir:{}", dir.display())]));
+    // and convert it for `docker load`.
+    let archive = oci.with_file_name("docker.tar");
+    run(Command::new("skopeo").args(["copy", &r, &format!("docker-archive:{}:test:v1", archive.display())]));
+    assert!(std::fs::metadata(&archive).unwrap().len() > 0);
 }

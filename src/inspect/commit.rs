@@ -357,6 +357,7 @@ impl<W: Write> TarWalk<'_, W> {
                     let file = dir.open_file(&e.name)?;
                     let shown = dir.shown().join(&e.name);
                     let r = Exact { file, left: e.meta.len(), bar: self.bar, shown };
+                    let r = io::BufReader::with_capacity(256 << 10, r);
                     self.b.append_data(&mut h, as_path(&path), r)?;
                 }
                 Kind::Symlink => {

@@ -65,6 +65,9 @@ fn build_upper(up: &Path) {
     write(up, "a/first", "linked");
     std::fs::hard_link(up.join("a/first"), up.join("z_second")).unwrap();
     std::os::unix::fs::symlink("../etc/passwd", up.join("a/link")).unwrap();
+    std::os::unix::fs::symlink("t".repeat(150), up.join("longlink")).unwrap();
+    write(up, &format!("{}/h1", "p".repeat(110)), "far link");
+    std::fs::hard_link(up.join(format!("{}/h1", "p".repeat(110))), up.join(format!("{}/h2", "p".repeat(110)))).unwrap();
     let long = format!("{}/{}", "d".repeat(90), "f".repeat(60));
     write(up, &long, "long");
     std::fs::write(up.join(std::ffi::OsStr::from_bytes(b"bad\xffname")), "raw").unwrap();
@@ -116,6 +119,9 @@ fn tar_entries_whiteouts_links_and_digest() {
     assert_eq!(find(&v, b"bad\xffname").data, b"raw");
     let long = format!("{}/{}", "d".repeat(90), "f".repeat(60));
     assert_eq!(find(&v, long.as_bytes()).data, b"long");
+    assert_eq!(find(&v, b"longlink").link.as_deref(), Some("t".repeat(150).as_bytes()));
+    let h2 = find(&v, format!("{}/h2", "p".repeat(110)).as_bytes());
+    assert_eq!((h2.ty, h2.link.as_deref()), (EntryType::Link, Some(format!("{}/h1", "p".repeat(110)).as_bytes())));
 
     // Deterministic: the same tree gives the same bytes.
     let out2 = t.path().join("again.tar");
