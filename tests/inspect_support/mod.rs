@@ -299,8 +299,9 @@ pub fn base_layers(root: &Path) -> (PathBuf, PathBuf) {
     (bot, top)
 }
 
-/// The scripted changes made through a mount at `m`.
-pub fn scripted_changes(m: &Path) {
+/// The scripted changes made through a mount at `m`. `link_lower`: also
+/// hard-link a file of a lower layer (copy-up, then link).
+pub fn scripted_changes(m: &Path, link_lower: bool) {
     let q = |s: &str| m.join(s);
     std::fs::write(q("etc/passwd"), "root:x:0:0:root:/root:/bin/bash\n").unwrap();
     sh(&format!("echo 'wheel:x:10:' >> {}", q("etc/group").display()));
@@ -314,7 +315,9 @@ pub fn scripted_changes(m: &Path) {
     std::os::unix::fs::symlink("www", q("srv/current")).unwrap();
     write(m, "new/file1", "one inode");
     std::fs::hard_link(q("new/file1"), q("new/file2")).unwrap();
-    std::fs::hard_link(q("hl/one"), q("hl/three")).unwrap();
+    if link_lower {
+        std::fs::hard_link(q("hl/one"), q("hl/three")).unwrap();
+    }
     std::fs::create_dir_all(q("run")).unwrap();
     run(Command::new("mkfifo").arg(q("run/fifo")));
     std::fs::create_dir_all(q("dev")).unwrap();
@@ -347,4 +350,64 @@ pub fn field(out: &str, key: &str) -> String {
         .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(' ')))
         .unwrap_or_else(|| panic!("no {key} in {out}"))
         .to_string()
+}
+
+/// What `diff` must print after `scripted_changes(_, link_lower)`.
+pub fn expected_diff(link_lower: bool) -> Vec<u8> {
+    let long = format!("/deep/{}/{}", "x".repeat(120), "y".repeat(100));
+    let mut lines: Vec<Vec<u8>> = vec![b"A /bad\xffname".to_vec()];
+    let hl: &[&str] = if link_lower { &["C /hl", "C /hl/one", "A /hl/three"] } else { &[] };
+    let text = [
+        "A /deep".to_string(),
+        format!("A /deep/{}", "x".repeat(120)),
+        format!("A {long}"),
+        "A /dev".into(),
+        "A /dev/null2".into(),
+        "C /etc".into(),
+        "C /etc/group".into(),
+        "D /etc/hosts".into(),
+        "C /etc/passwd".into(),
+        "C /etc/shadow".into(),
+    ]
+    .into_iter()
+    .chain(hl.iter().map(|s| s.to_string()))
+    .chain(
+        [
+            "C /home",
+            "D /home/user",
+            "A /home/user2",
+            "A /home/user2/.profile",
+            "A /new",
+            "A /new/file1",
+            "A /new/file2",
+            "C /opt",
+            "D /opt/app",
+            "A /opt/moved",
+            "A /opt/moved/new",
+            "A /run",
+            "A /run/fifo",
+            "A /srv",
+            "A /srv/current",
+            "A /srv/www",
+            "A /srv/www/html",
+            "A /srv/www/html/index.html",
+            "C /usr",
+            "C /usr/bin",
+            "D /usr/bin/tool",
+            "A /usr/bin/tool2",
+            "C /usr/lib",
+            "C /var",
+            "C /var/cache",
+            "D /var/cache/a",
+        ]
+        .iter()
+        .map(|s| s.to_string()),
+    );
+    lines.extend(text.map(String::into_bytes));
+    let mut out = Vec::new();
+    for l in lines {
+        out.extend_from_slice(&l);
+        out.push(b'\n');
+    }
+    out
 }
