@@ -6,9 +6,11 @@
 //!
 //! A TARGET is either a live unionmount mountpoint, whose mount record gives the
 //! upper and lower directories, or an upper directory, whose lowers are given with
-//! `--lower DIR` (repeated, top first) or `-o lowerdir=TOP:…:BOTTOM` (`\:` and `\,`
-//! escape). Invariants: errors are one line on stderr with a non-zero exit
-//! (2 for usage, 1 otherwise); nothing here panics on bad input.
+//! `--lower DIR` (repeated, top first) or `-o lowerdir=TOP:…:BOTTOM` (parsed as
+//! the mount command parses it: `\:` escapes a colon).
+//!
+//! Invariants: errors are one line on stderr with a non-zero exit (2 for usage,
+//! 1 otherwise); nothing here panics on bad input.
 
 pub mod commit;
 pub mod diff;
@@ -20,7 +22,7 @@ use crate::record::{LayerRecord, MountRecord};
 use clap::Parser;
 use std::ffi::OsString;
 use std::io::Write;
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 /// Parse `args` for subcommand `name`; `Err(exit code)` after printing help or
@@ -67,57 +69,22 @@ struct TargetArgs {
 /// A resolved TARGET.
 struct Target {
     upper: PathBuf,
+    /// The mount's record, when TARGET was a mountpoint.
+    record: Option<MountRecord>,
     /// Top first.
     lowers: Vec<LayerRecord>,
     /// False when TARGET was an upper dir and no lowers were given.
     lowers_known: bool,
 }
 
-/// Split on unescaped `sep`, keeping the escapes (see `unescape`).
-fn split_keep_escapes(s: &[u8], sep: u8) -> Vec<Vec<u8>> {
-    let mut out = vec![Vec::new()];
-    let mut esc = false;
-    for &c in s {
-        let last = out.len() - 1;
-        if esc {
-            out[last].push(c);
-            esc = false;
-        } else if c == sep {
-            out.push(Vec::new());
-        } else {
-            esc = c == b'\\';
-            out[last].push(c);
-        }
-    }
-    out
-}
-
-/// Remove backslash escapes.
-fn unescape(s: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(s.len());
-    let mut esc = false;
-    for &c in s {
-        if !esc && c == b'\\' {
-            esc = true;
-        } else {
-            out.push(c);
-            esc = false;
-        }
-    }
-    out
-}
-
-/// The `lowerdir=` layers in `-o` option strings (top first; the last one wins).
+/// The `lowerdir=` layers in `-o` option strings (top first; the last one wins),
+/// parsed exactly as the mount command parses them.
 fn lowerdirs_from_options(options: &[OsString]) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for o in options {
-        for part in split_keep_escapes(o.as_bytes(), b',') {
+        for part in crate::cli::split_options(o.as_bytes()) {
             if let Some(v) = part.strip_prefix(b"lowerdir=") {
-                out = split_keep_escapes(v, b':')
-                    .into_iter()
-                    .filter(|d| !d.is_empty())
-                    .map(|d| PathBuf::from(OsString::from_vec(unescape(&d))))
-                    .collect();
+                out = crate::cli::split_lowerdir(v);
             }
         }
     }
@@ -135,7 +102,7 @@ fn resolve_target(a: &TargetArgs) -> Result<Target, String> {
             }
             let rec = MountRecord::find(&canon).map_err(|e| e.to_string())?;
             let upper = rec.upper.clone().ok_or_else(|| format!("{} is mounted read-only (no upper layer)", canon.display()))?;
-            Ok(Target { upper, lowers: rec.lowers, lowers_known: true })
+            Ok(Target { upper, lowers: rec.lowers.clone(), lowers_known: true, record: Some(rec) })
         }
         Some(t @ ("overlay" | "fuse.fuse-overlayfs")) => Err(format!(
             "{} is an {t} mountpoint; give its upper directory and --lower DIR (top first) instead",
@@ -147,7 +114,7 @@ fn resolve_target(a: &TargetArgs) -> Result<Target, String> {
             }
             let lowers_known = !given.is_empty();
             let lowers = given.into_iter().map(|dir| LayerRecord { dir, diff_id: None, layer_id: None }).collect();
-            Ok(Target { upper: canon, lowers, lowers_known })
+            Ok(Target { upper: canon, lowers, lowers_known, record: None })
         }
     }
 }
@@ -206,6 +173,10 @@ struct CommitArgs {
     /// OCI image layout directory to add the image (base layers + this one) to
     #[arg(long, value_name = "DIR", requires = "image")]
     oci: Option<PathBuf>,
+    /// Image config JSON of the base image (its Env, Cmd, … and history are kept);
+    /// default: found in the mount's image store when it came from one
+    #[arg(long, value_name = "FILE", requires = "oci")]
+    base_config: Option<PathBuf>,
 }
 
 /// `unionmount commit TARGET --output FILE [--gzip|--zstd] [--image NAME --oci DIR]`.
@@ -253,6 +224,23 @@ fn run_commit(a: &CommitArgs) -> Result<String, String> {
     if !t.lowers_known && t.lowers.is_empty() {
         log::warn!("no lower layers given: the image holds the upper layer alone");
     }
+    let base = match (&a.base_config, t.record.as_ref()) {
+        (Some(f), _) => {
+            let data = std::fs::read(f).map_err(|e| format!("{}: {e}", f.display()))?;
+            Some(serde_json::from_slice::<serde_json::Value>(&data).map_err(|e| format!("{}: {e}", f.display()))?)
+        }
+        (None, Some(rec)) => match (&rec.store, &rec.image_id) {
+            (Some(store), Some(id)) => {
+                let c = oci::base_config_from_store(store, id);
+                if c.is_none() {
+                    log::warn!("base image config {id} not found in {}: the image gets an empty config", store.display());
+                }
+                c
+            }
+            _ => None,
+        },
+        (None, None) => None,
+    };
     let blobs = oci::prepare(dir).map_err(s)?;
     let mut layers = Vec::new();
     let n = t.lowers.len();
@@ -278,7 +266,7 @@ fn run_commit(a: &CommitArgs) -> Result<String, String> {
     oci::adopt(&blobs, &tmp, &blob.digest).map_err(s)?;
     text += &blob_lines(&blob);
     layers.push(oci::ImageLayer { blob, created_by: "unionmount commit".into() });
-    let manifest = oci::write_image(dir, &blobs, name, &layers).map_err(s)?;
+    let manifest = oci::write_image(dir, &blobs, name, &layers, base.as_ref()).map_err(s)?;
     text += &format!("image {name}\nmanifest {manifest}\nlayout {}\n", dir.display());
     Ok(text)
 }
@@ -317,8 +305,8 @@ mod tests {
     fn lowerdir_option_parsing() {
         let o = vec![OsString::from(r"rw,lowerdir=/a\:b:/c,upperdir=/u"), OsString::from("xino=off")];
         assert_eq!(lowerdirs_from_options(&o), vec![PathBuf::from("/a:b"), PathBuf::from("/c")]);
-        let o = vec![OsString::from(r"lowerdir=/x\,y")];
-        assert_eq!(lowerdirs_from_options(&o), vec![PathBuf::from("/x,y")]);
+        let o = vec![OsString::from(r#"lowerdir=/x\\y,context="a,b""#)];
+        assert_eq!(lowerdirs_from_options(&o), vec![PathBuf::from(r"/x\y")]);
         assert!(lowerdirs_from_options(&[OsString::from("ro")]).is_empty());
     }
 

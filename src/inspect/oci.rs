@@ -141,21 +141,89 @@ fn created_now() -> String {
     rfc3339(secs)
 }
 
+/// Standard base64 (RFC 4648, padded).
+fn base64(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in data.chunks(3) {
+        let n = (u32::from(c[0]) << 16) | (u32::from(*c.get(1).unwrap_or(&0)) << 8) | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// The base image's config JSON from its store, if it can be found where Docker
+/// (`image/overlay2/imagedb/content/sha256/HEX`), containers-storage
+/// (`overlay-images/HEX/=base64("sha256:HEX")`) or an OCI layout
+/// (`blobs/sha256/HEX`) keep it. Only bytes whose sha256 is the image id are
+/// accepted, so a wrong guess can only mean "not found".
+pub fn base_config_from_store(store: &Path, image_id: &str) -> Option<Value> {
+    let hex = image_id.strip_prefix("sha256:").unwrap_or(image_id);
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let candidates = [
+        store.join("image/overlay2/imagedb/content/sha256").join(hex),
+        store.join("overlay-images").join(hex).join(format!("={}", base64(format!("sha256:{hex}").as_bytes()))),
+        store.join("blobs/sha256").join(hex),
+    ];
+    candidates.iter().find_map(|p| {
+        let data = std::fs::read(p).ok()?;
+        if sha256_string(&Sha256::digest(&data)) != format!("sha256:{hex}") {
+            return None;
+        }
+        serde_json::from_slice::<Value>(&data).ok().filter(|v| v.get("rootfs").is_some())
+    })
+}
+
 /// Write config, manifest and index entry for `layers` (bottom first, blobs
 /// already in place). Returns the manifest digest.
-pub fn write_image(dir: &Path, blobs: &Path, name: &str, layers: &[ImageLayer]) -> io::Result<String> {
+///
+/// With a `base` config (the image the lower layers came from, whose layers are
+/// all but the last of `layers`), its runtime `config`, platform fields and
+/// history are carried over and one history entry is added for the new layer.
+pub fn write_image(dir: &Path, blobs: &Path, name: &str, layers: &[ImageLayer], base: Option<&Value>) -> io::Result<String> {
     let created = created_now();
-    let config = json!({
-        "created": created,
+    let ours = |l: &ImageLayer| json!({"created": created, "created_by": l.created_by});
+    let mut history: Vec<Value> = layers.iter().map(ours).collect();
+    let mut config = json!({
         "architecture": oci_arch(),
         "os": "linux",
         "config": {},
-        "rootfs": {
-            "type": "layers",
-            "diff_ids": layers.iter().map(|l| l.blob.diff_id.clone()).collect::<Vec<_>>(),
-        },
-        "history": layers.iter().map(|l| json!({"created": created, "created_by": l.created_by})).collect::<Vec<_>>(),
     });
+    if let Some(b) = base {
+        let base_layers = b.pointer("/rootfs/diff_ids").and_then(Value::as_array).map_or(0, Vec::len);
+        if base_layers + 1 != layers.len() {
+            return Err(io::Error::other(format!(
+                "the base image config describes {base_layers} layers but the mount has {}",
+                layers.len().saturating_sub(1)
+            )));
+        }
+        for k in ["architecture", "os", "variant", "os.version", "os.features", "config"] {
+            if let Some(v) = b.get(k) {
+                config[k] = v.clone();
+            }
+        }
+        if let Some(h) = b.get("history").and_then(Value::as_array) {
+            let non_empty = h.iter().filter(|e| e.get("empty_layer").and_then(Value::as_bool) != Some(true)).count();
+            if non_empty == base_layers {
+                history = h.clone();
+                history.extend(layers.last().map(ours));
+            }
+        }
+    }
+    config["created"] = json!(created);
+    config["rootfs"] = json!({
+        "type": "layers",
+        "diff_ids": layers.iter().map(|l| l.blob.diff_id.clone()).collect::<Vec<_>>(),
+    });
+    config["history"] = Value::Array(history);
     let (cdigest, csize) = put_blob(blobs, &serde_json::to_vec(&config).map_err(io::Error::other)?)?;
     let manifest = json!({
         "schemaVersion": 2,
@@ -209,6 +277,60 @@ mod tests {
     }
 
     #[test]
+    fn base64_and_store_config_lookup() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"sha256:"), "c2hhMjU2Og==");
+        let t = tempfile::tempdir().unwrap();
+        let cfg = br#"{"config":{"Cmd":["/bin/sh"]},"rootfs":{"type":"layers","diff_ids":[]}}"#;
+        let id = sha256_string(&Sha256::digest(cfg));
+        let hex = &id[7..];
+        let d = t.path().join("image/overlay2/imagedb/content/sha256");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join(hex), cfg).unwrap();
+        assert_eq!(base_config_from_store(t.path(), &id).unwrap()["config"]["Cmd"][0], "/bin/sh");
+        // Wrong bytes under the right name are ignored.
+        std::fs::write(d.join(hex), b"{}").unwrap();
+        assert!(base_config_from_store(t.path(), &id).is_none());
+        assert!(base_config_from_store(t.path(), "../../etc/passwd").is_none());
+    }
+
+    #[test]
+    fn base_config_is_carried_over() {
+        let t = tempfile::tempdir().unwrap();
+        let blobs = prepare(t.path()).unwrap();
+        let layer = |d: &str| ImageLayer {
+            blob: LayerBlob {
+                diff_id: d.into(),
+                size: 1,
+                digest: d.into(),
+                blob_size: 1,
+                compression: super::super::commit::Compression::None,
+            },
+            created_by: format!("made {d}"),
+        };
+        let base = json!({
+            "architecture": "arm64", "variant": "v8", "os": "linux",
+            "config": {"Env": ["A=1"], "Cmd": ["sh"]},
+            "rootfs": {"type": "layers", "diff_ids": ["sha256:old"]},
+            "history": [{"created_by": "ENV A=1", "empty_layer": true}, {"created_by": "ADD rootfs"}],
+        });
+        let m = write_image(t.path(), &blobs, "x", &[layer("sha256:a"), layer("sha256:b")], Some(&base)).unwrap();
+        let man: Value = serde_json::from_slice(&std::fs::read(blobs.join(&m[7..])).unwrap()).unwrap();
+        let c = man["config"]["digest"].as_str().unwrap();
+        let cfg: Value = serde_json::from_slice(&std::fs::read(blobs.join(&c[7..])).unwrap()).unwrap();
+        assert_eq!(cfg["config"]["Env"][0], "A=1");
+        assert_eq!((cfg["architecture"].as_str(), cfg["variant"].as_str()), (Some("arm64"), Some("v8")));
+        assert_eq!(cfg["rootfs"]["diff_ids"], json!(["sha256:a", "sha256:b"]));
+        let h: Vec<_> = cfg["history"].as_array().unwrap().iter().map(|e| e["created_by"].as_str().unwrap()).collect();
+        assert_eq!(h, vec!["ENV A=1", "ADD rootfs", "made sha256:b"]);
+        // A base config for a different number of layers is refused.
+        assert!(write_image(t.path(), &blobs, "x", &[layer("sha256:a")], Some(&base)).is_err());
+    }
+
+    #[test]
     fn ref_names() {
         assert!(check_ref_name("example.com/app:v1").is_ok());
         assert!(check_ref_name("").is_err());
@@ -229,9 +351,9 @@ mod tests {
             },
             created_by: "x".into(),
         };
-        write_image(t.path(), &blobs, "a", std::slice::from_ref(&l)).unwrap();
-        write_image(t.path(), &blobs, "b", std::slice::from_ref(&l)).unwrap();
-        write_image(t.path(), &blobs, "a", &[]).unwrap();
+        write_image(t.path(), &blobs, "a", std::slice::from_ref(&l), None).unwrap();
+        write_image(t.path(), &blobs, "b", std::slice::from_ref(&l), None).unwrap();
+        write_image(t.path(), &blobs, "a", &[], None).unwrap();
         let idx: Value = serde_json::from_slice(&std::fs::read(t.path().join("index.json")).unwrap()).unwrap();
         let names: Vec<_> =
             idx["manifests"].as_array().unwrap().iter().map(|m| m["annotations"][REF_ANNOTATION].as_str().unwrap()).collect();
