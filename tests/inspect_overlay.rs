@@ -65,12 +65,19 @@ fn diff_commit_and_oci_round_trip_against_kernel_overlay() {
 
     // OCI layout: base layers re-serialised + the new one.
     let oci = r.join("oci");
+    let base_config = r.join("base-config.json");
+    let cfg = r#"{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/bin"],"Cmd":["/bin/sh"]},
+        "rootfs":{"type":"layers","diff_ids":["sha256:1","sha256:2"]},
+        "history":[{"created_by":"base 1"},{"created_by":"base 2"}]}"#;
+    std::fs::write(&base_config, cfg).unwrap();
     let out = run(Command::new(bin())
         .arg("commit")
         .arg(&upper)
         .args(lowers)
         .args(["--gzip", "--image", "test:v1", "--oci"])
-        .arg(&oci));
+        .arg(&oci)
+        .arg("--base-config")
+        .arg(&base_config));
     let text = show(&out.stdout);
     assert_eq!(field(&text, "diff_id"), sha256_file(&layer), "same tree, same diff_id");
     let digest = field(&text, "digest");
@@ -112,6 +119,8 @@ fn skopeo_check(oci: &Path, name: &str, diff_id: &str, digest: &str) {
     let c: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(c["rootfs"]["diff_ids"][2], diff_id, "{c:#}");
     assert_eq!(c["history"].as_array().unwrap().len(), 3);
+    assert_eq!(c["history"][0]["created_by"], "base 1");
+    assert_eq!(c["config"]["Cmd"][0], "/bin/sh", "base config carried over");
     // skopeo can also copy it out (reads and verifies every blob).
     let dir = oci.with_file_name("copied");
     run(Command::new("skopeo").args(["copy", &r, &format!("dir:{}", dir.display())]));
