@@ -19,6 +19,17 @@ use std::process::Command;
 
 #[test]
 fn inspect_a_live_unionmount_by_its_mountpoint() {
+    inspect_live_mount(None);
+}
+
+/// The same with `.wh.NAME` whiteouts and `.wh..wh..opq` markers in upper, as a
+/// rootless mount writes them.
+#[test]
+fn inspect_a_live_unionmount_writing_whfile_whiteouts() {
+    inspect_live_mount(Some("whfile"));
+}
+
+fn inspect_live_mount(whiteout: Option<&str>) {
     if !is_root() || !Path::new("/dev/fuse").exists() {
         eprintln!("skipped: needs root and /dev/fuse");
         return;
@@ -38,6 +49,9 @@ fn inspect_a_live_unionmount_by_its_mountpoint() {
     o.push(upper.as_os_str());
     o.push(",workdir=");
     o.push(work.as_os_str());
+    if let Some(w) = whiteout {
+        o.push(format!(",whiteout={w}"));
+    }
     let out = Command::new(bin()).arg("-o").arg(&o).arg(&mnt).output().unwrap();
     assert!(
         out.status.success(),
@@ -46,6 +60,9 @@ fn inspect_a_live_unionmount_by_its_mountpoint() {
     );
     let _m = Mounted(mnt.clone());
     scripted_changes(&mnt, false);
+    if whiteout == Some("whfile") {
+        assert!(upper.join("etc/.wh.hosts").exists(), "the mount wrote whfile whiteouts");
+    }
 
     // diff by mountpoint: the record supplies upper and lowers.
     let out = run(Command::new(bin()).arg("diff").arg(&mnt));
