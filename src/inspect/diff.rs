@@ -6,8 +6,10 @@
 //!   opaque dirs and non-dir-over-dir cut it) is `C`, otherwise `A`; everything
 //!   inside an added directory is `A`;
 //! - a directory present in both is `C` when its mode, owner or mtime differ or when
-//!   anything inside it changed, so every ancestor of a change is listed as `C`
-//!   (docker shows the same chains; it decides from the lower dir's metadata);
+//!   anything inside it changed, so every ancestor of a change is listed as `C`.
+//!   (Current moby lists every ancestor of an added or deleted entry the same way,
+//!   but for a file that was only changed lists its directories only when their
+//!   own metadata differs; we treat all three kinds alike.)
 //! - a whiteout is `D` when it hides something in the lowers (a whiteout that hides
 //!   nothing is not a change); with no lowers known at all, every whiteout is `D`
 //!   and every other entry `A`;
