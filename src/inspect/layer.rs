@@ -40,6 +40,8 @@ use std::path::{Path, PathBuf};
 pub const WH_PREFIX: &[u8] = b".wh.";
 /// Name of the OCI/AUFS opaque-directory marker.
 pub const WH_OPAQUE: &[u8] = b".wh..wh..opq";
+/// Longest file name Linux file systems accept.
+const NAME_MAX: usize = 255;
 
 /// An open directory of a layer; children are reached only through it.
 pub struct Dir {
@@ -308,7 +310,8 @@ pub enum Probe {
 pub fn probe(dir: &Dir, name: &OsStr) -> io::Result<Probe> {
     let mut wh = WH_PREFIX.to_vec();
     wh.extend_from_slice(name.as_bytes());
-    let marker = dir.lstat(OsStr::from_bytes(&wh))?.is_some();
+    // A name too long to carry the prefix cannot have a `.wh.` marker.
+    let marker = wh.len() <= NAME_MAX && dir.lstat(OsStr::from_bytes(&wh))?.is_some();
     match dir.lstat(name)? {
         None if marker => Ok(Probe::Whiteout),
         None => Ok(Probe::Absent),
@@ -488,6 +491,17 @@ mod tests {
         assert_eq!(d.merged.dirs.iter().map(|x| x.0).collect::<Vec<_>>(), vec![1, 2, 3]);
         let names = d.merged.merged_names().unwrap();
         assert_eq!(names, vec![OsString::from("x"), OsString::from("z")]);
+    }
+
+    #[test]
+    fn longest_names_have_no_marker_to_probe() {
+        let t = tempfile::tempdir().unwrap();
+        let (top, bot) = (t.path().join("top"), t.path().join("bot"));
+        let long = "n".repeat(255);
+        write(&bot, &long, "x");
+        write(&top, &long, "y");
+        let s = Stack::roots(&[top, bot], 0).unwrap();
+        assert_eq!(s.lookup(OsStr::new(&long)).unwrap().top.unwrap().0, 0);
     }
 
     #[test]
