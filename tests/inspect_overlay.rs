@@ -48,6 +48,12 @@ fn diff_commit_and_oci_round_trip_against_kernel_overlay() {
     assert_eq!(v.as_array().unwrap().len(), expected_diff(true).split(|&b| b == b'\n').count() - 1);
     assert_eq!(v[0]["path_bytes"].as_array().unwrap().len(), b"/bad\xffname".len());
 
+    // A kernel overlay mountpoint is refused with a hint.
+    let out = Command::new(bin()).arg("diff").arg(&m1).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = show(&out.stderr);
+    assert!(err.contains("is an overlay mountpoint; give its upper directory") && err.lines().count() == 1, "{err}");
+
     // commit: the printed diff_id is the sha256 of the file.
     let layer = r.join("layer.tar");
     let out = run(Command::new(bin()).arg("commit").arg(&upper).arg("--output").arg(&layer));
