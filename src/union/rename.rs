@@ -101,8 +101,8 @@ impl UnionFs {
             fs::rename_at(pdir.as_fd(), &cname, npdir.as_fd(), &cnew, libc::RENAME_EXCHANGE)?;
             self.invalidate(parent, name);
             self.invalidate(newparent, newname);
-            self.nodes.relocate(src, newparent, newname.to_os_string());
-            self.nodes.relocate(d, parent, name.to_os_string());
+            self.nodes.relocate(src, newparent, newname.to_os_string(), 0, npdir.clone());
+            self.nodes.relocate(d, parent, name.to_os_string(), 0, pdir.clone());
             return Ok(());
         }
 
@@ -156,7 +156,7 @@ impl UnionFs {
                 self.nodes.detach(d);
             }
         }
-        self.nodes.relocate(src, newparent, newname.to_os_string());
+        self.nodes.relocate(src, newparent, newname.to_os_string(), 0, npdir.clone());
         Ok(())
     }
 
