@@ -101,7 +101,8 @@ fn walk(dir: &Dir, lower: &Stack, cut: bool, known: bool, path: &[u8], out: &mut
         let found = if lower.dirs.is_empty() { None } else { Some(lower.lookup(&e.name)?) };
         let in_lower = found.as_ref().and_then(|f| f.top.as_ref());
         if e.whiteout {
-            if in_lower.is_some() || !known {
+            // In an opaque dir, `deleted_under_opaque` reports what is gone.
+            if (in_lower.is_some() && !cut) || !known {
                 out.push(Change { kind: ChangeKind::Deleted, path: p });
                 changed = true;
             }
@@ -259,6 +260,7 @@ mod tests {
         write(&lo, "d/c", "c");
         write(&mid, "d/.wh.c", ""); // already deleted below: not reported again
         write(&up, "d/.wh..wh..opq", "");
+        write(&up, "d/.wh.a", ""); // redundant in an opaque dir: still one D
         write(&up, "d/b", "new b");
         write(&up, "d/z", "z");
         let c = changes(&up, &[mid, lo], true).unwrap();
