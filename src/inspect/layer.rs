@@ -112,10 +112,9 @@ pub fn is_whiteout_dev(meta: &Metadata) -> bool {
     meta.file_type().is_char_device() && meta.rdev() == 0
 }
 
-/// True for `trusted.overlay.*` and `user.overlay.*`.
+/// True for `trusted.overlay.*` and `user.overlay.*` (the union core's rule).
 pub fn is_overlay_private(name: &OsStr) -> bool {
-    let b = name.as_bytes();
-    b.starts_with(b"trusted.overlay.") || b.starts_with(b"user.overlay.")
+    crate::union::is_private_xattr(name)
 }
 
 fn overlay_suffix(name: &OsStr) -> Option<&[u8]> {
