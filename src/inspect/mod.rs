@@ -53,6 +53,16 @@ fn fail(name: &str, msg: impl std::fmt::Display) -> i32 {
     1
 }
 
+/// Write `text` to stdout (a closed pipe is not an error); returns `code`.
+fn emit(name: &str, text: &str, code: i32) -> i32 {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => code,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => code,
+        Err(e) => fail(name, e),
+    }
+}
+
 /// Where the changes are and what they are changes to.
 #[derive(clap::Args, Debug)]
 struct TargetArgs {
@@ -186,10 +196,7 @@ pub fn cli_commit(args: &[OsString]) -> i32 {
         Err(code) => return code,
     };
     match run_commit(&a) {
-        Ok(text) => {
-            print!("{text}");
-            0
-        }
+        Ok(text) => emit("commit", &text, 0),
         Err(e) => fail("commit", e),
     }
 }
@@ -289,10 +296,7 @@ pub fn cli_which(args: &[OsString]) -> i32 {
         Err(code) => return code,
     };
     match which::which(&a.path, a.json) {
-        Ok((text, found)) => {
-            print!("{text}");
-            if found { 0 } else { 1 }
-        }
+        Ok((text, found)) => emit("which", &text, if found { 0 } else { 1 }),
         Err(e) => fail("which", e),
     }
 }
