@@ -204,6 +204,9 @@ pub struct NodeTable {
     origins: Mutex<HashMap<u64, u64>>,
     /// (layer, dev, st_ino) → inode number for objects that don't fit the formula.
     overflow: Mutex<HashMap<(LayerIdx, u64, u64), u64>>,
+    /// (layer, st_ino, parent, name) → inode number for names of a hard-linked
+    /// lower file whose node was copied up through another name.
+    aliases: Mutex<HashMap<(LayerIdx, u64, u64, OsString), u64>>,
     next_overflow: AtomicU64,
     layer_devs: Vec<u64>,
 }
@@ -223,6 +226,7 @@ impl NodeTable {
             nodes: RwLock::new(m),
             origins: Mutex::new(HashMap::new()),
             overflow: Mutex::new(HashMap::new()),
+            aliases: Mutex::new(HashMap::new()),
             // Overflow numbers live in the top layer slot, which no layer uses.
             next_overflow: AtomicU64::new((0xffffu64 << LAYER_SHIFT) + 1),
             layer_devs,
@@ -248,6 +252,15 @@ impl NodeTable {
             .overflow
             .lock()
             .entry((layer, dev, ino))
+            .or_insert_with(|| self.next_overflow.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// A separate inode number for one name of a hard-linked lower file.
+    pub fn alias_ino(&self, layer: LayerIdx, st: &Stat, parent: u64, name: &OsStr) -> u64 {
+        *self
+            .aliases
+            .lock()
+            .entry((layer, st.ino(), parent, name.to_os_string()))
             .or_insert_with(|| self.next_overflow.fetch_add(1, Ordering::Relaxed))
     }
 
