@@ -254,13 +254,29 @@ pub fn distance(a: &str, b: &str) -> usize {
     strsim::levenshtein(a, b)
 }
 
+/// The last path segment with its tag (`example.com/team/tiny:v1` → `tiny:v1`).
+fn tail(s: &str) -> &str {
+    s.rsplit('/').next().unwrap_or(s)
+}
+
 /// Up to `n` candidates closest to `query`, nearest first, only reasonably close ones.
+/// Both whole names and their last segments (`tiny:v1`) are compared, so a name from
+/// another registry is still suggested.
 pub fn closest<'a>(query: &str, candidates: impl IntoIterator<Item = &'a str>, n: usize) -> Vec<String> {
-    let limit = (query.len() / 2).max(3);
+    let limit = |a: &str| (a.len() / 2).max(3);
     let mut scored: Vec<(usize, &str)> = candidates
         .into_iter()
-        .map(|c| (distance(query, c), c))
-        .filter(|(d, _)| *d <= limit)
+        .filter_map(|c| {
+            let whole = distance(query, c);
+            let short = distance(tail(query), tail(c));
+            if whole <= limit(query) {
+                Some((whole, c))
+            } else if short <= limit(tail(query)) {
+                Some((short + 1, c))
+            } else {
+                None
+            }
+        })
         .collect();
     scored.sort();
     scored.dedup_by(|a, b| a.1 == b.1);
@@ -361,5 +377,7 @@ mod tests {
         let c = closest("tiny:ap", ["tiny:app", "tiny:base", "zzzzzzzzzzzz"], 3);
         assert_eq!(c[0], "tiny:app");
         assert!(!c.contains(&"zzzzzzzzzzzz".to_string()));
+        let c = closest("example.com/team/tiny:v1", ["localhost/tiny:app"], 3);
+        assert_eq!(c, vec!["localhost/tiny:app".to_string()]);
     }
 }
