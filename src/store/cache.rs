@@ -213,11 +213,10 @@ fn unpack_into(tmp: &Path, src: &LayerSource<'_>) -> Result<EntryMeta, StoreErro
         b.finish_and_clear();
     }
     let (blob, _) = tap.inner.finish().map_err(|e| bad(format!("read error: {e}")))?;
-    if let Some(want) = src.blob_digest {
-        if blob != want {
+    if let Some(want) = src.blob_digest
+        && blob != want {
             return Err(bad(format!("blob sha256 is {blob}, manifest says {want}")));
         }
-    }
     let meta = EntryMeta {
         diff_id: src.diff_id.to_string(),
         whiteouts: if privileged { WhiteoutFormat::CharDevice } else { WhiteoutFormat::WhFiles },

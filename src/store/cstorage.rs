@@ -201,14 +201,13 @@ impl CStore {
             }
             let diff_id = l.diff_digest.clone().unwrap_or_default();
             let bottom_index = n - 1 - i;
-            if let Some(want) = cfg.diff_ids().get(bottom_index) {
-                if !diff_id.is_empty() && *want != diff_id && cfg.diff_ids().len() == n {
+            if let Some(want) = cfg.diff_ids().get(bottom_index)
+                && !diff_id.is_empty() && *want != diff_id && cfg.diff_ids().len() == n {
                     return Err(StoreError::corrupt(
                         &self.root.join("overlay-layers/layers.json"),
                         format!("layer {} has diff-digest {diff_id}, config says {want}", l.id),
                     ));
                 }
-            }
             layers.push(ResolvedLayer {
                 dir,
                 diff_id,

@@ -20,7 +20,7 @@
 use super::digest::{chain_ids, check_component, is_hex64, sha256_digest};
 use super::{
     ImageConfig, ImageRecord, MAX_JSON, ResolvedImage, ResolvedLayer, StoreError, StoreKind,
-    WhiteoutFormat, parse_json, read_capped,
+    WhiteoutFormat, parse_object, read_capped,
 };
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -85,7 +85,7 @@ impl DockerStore {
         }
         let rp = self.img().join("repositories.json");
         if rp.exists() {
-            let repos: Repositories = parse_json(&read_capped(&rp, MAX_JSON)?, &rp)?;
+            let repos: Repositories = parse_object(&read_capped(&rp, MAX_JSON)?, &rp)?;
             for (_repo, refs) in repos.repositories {
                 for (name, id) in refs {
                     let Some(id) = super::digest::normalize_id(&id) else {
@@ -102,8 +102,8 @@ impl DockerStore {
         for r in &mut out {
             // Cheap listing details; a broken config just leaves them empty here and
             // fails loudly at resolve time.
-            if let Ok(b) = read_capped(&self.config_path(&r.id), MAX_JSON) {
-                if let Ok(c) = serde_json::from_slice::<ImageConfig>(&b) {
+            if let Ok(b) = read_capped(&self.config_path(&r.id), MAX_JSON)
+                && let Ok(c) = serde_json::from_slice::<ImageConfig>(&b) {
                     r.created = c.created.clone();
                     r.layer_count = Some(c.diff_ids().len());
                     let mut total = 0u64;
@@ -116,7 +116,6 @@ impl DockerStore {
                     }
                     r.size = known.then_some(total);
                 }
-            }
         }
         Ok(out)
     }

@@ -397,11 +397,10 @@ pub fn resolve_with(q: &StoreQuery, unpack: bool) -> Result<ResolvedImage, Store
         }
         all_names.extend(recs.iter().flat_map(|r| r.display_names()));
     }
-    if stores.is_empty() {
-        if let Some(e) = first_err {
+    if stores.is_empty()
+        && let Some(e) = first_err {
             return Err(e);
         }
-    }
     let closest = reference::closest(&q.reference, all_names.iter().map(String::as_str), 3);
     Err(StoreError::ImageNotFound { reference: q.reference.clone(), searched, closest })
 }
@@ -429,6 +428,16 @@ pub(crate) fn read_all_capped(r: impl Read, cap: u64, path: &Path) -> Result<Vec
 /// Parse JSON bytes into `T`, naming `path` on error.
 pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8], path: &Path) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::corrupt(path, format!("invalid JSON: {e}")))
+}
+
+/// Like [`parse_json`] for a struct `T`, but the document must be a JSON object
+/// (serde alone would accept `[]` for a struct whose fields all have defaults).
+pub(crate) fn parse_object<T: serde::de::DeserializeOwned>(bytes: &[u8], path: &Path) -> Result<T, StoreError> {
+    let v: serde_json::Value = parse_json(bytes, path)?;
+    if !v.is_object() {
+        return Err(StoreError::corrupt(path, "invalid JSON: expected an object"));
+    }
+    serde_json::from_value(v).map_err(|e| StoreError::corrupt(path, format!("invalid JSON: {e}")))
 }
 
 /// The parts of an image config we use (OCI and Docker share them).
@@ -459,7 +468,7 @@ pub(crate) struct History {
 impl ImageConfig {
     /// Parse and check the diff_ids (each `sha256:<64 hex>`).
     pub fn parse(bytes: &[u8], path: &Path) -> Result<ImageConfig, StoreError> {
-        let c: ImageConfig = parse_json(bytes, path)?;
+        let c: ImageConfig = parse_object(bytes, path)?;
         for d in c.diff_ids() {
             if digest::parse_sha256(d).is_none() {
                 return Err(StoreError::corrupt(path, format!("invalid diff_id {d:?}")));

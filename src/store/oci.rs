@@ -20,7 +20,7 @@ use super::cache::{self, LayerSource};
 use super::digest::{parse_sha256, sha256_digest};
 use super::{
     ImageConfig, ImageRecord, MAX_JSON, ResolveCtx, ResolvedImage, ResolvedLayer, StoreError,
-    StoreKind, WhiteoutFormat, parse_json,
+    StoreKind, WhiteoutFormat, parse_object,
 };
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -185,11 +185,10 @@ impl<B: Blobs> OciStore<B> {
             let mut names = names.to_vec();
             if let Some(a) = &d.annotations {
                 for k in [REF_NAME, CONTAINERD_NAME] {
-                    if let Some(v) = a.get(k) {
-                        if !names.contains(v) {
+                    if let Some(v) = a.get(k)
+                        && !names.contains(v) {
                             names.push(v.clone());
                         }
-                    }
                 }
             }
             let mt = d.media_type.as_deref().unwrap_or("");
@@ -202,7 +201,7 @@ impl<B: Blobs> OciStore<B> {
             }
             // An index, or an unlabelled descriptor: look inside.
             let b = self.blob(&d.digest, MAX_JSON)?;
-            let m: Manifest = parse_json(&b, &self.blobs.display(&blob_path(&d.digest).unwrap_or_default()))?;
+            let m: Manifest = parse_object(&b, &self.blobs.display(&blob_path(&d.digest).unwrap_or_default()))?;
             let inner_index = is_index
                 || m.manifests.is_some()
                 || m.media_type.as_deref().is_some_and(|t| t.contains("index") || t.contains("list"));
@@ -223,7 +222,7 @@ impl<B: Blobs> OciStore<B> {
         if !self.blobs.exists("index.json") {
             return Err(StoreError::Store { path: p, detail: "no index.json in OCI layout".into() });
         }
-        let idx: Index = parse_json(&self.blobs.read("index.json", MAX_JSON)?, &p)?;
+        let idx: Index = parse_object(&self.blobs.read("index.json", MAX_JSON)?, &p)?;
         let mut out = Vec::new();
         self.walk(&idx.manifests, &[], 0, &mut out)?;
         Ok(out)
@@ -231,7 +230,7 @@ impl<B: Blobs> OciStore<B> {
 
     fn manifest(&self, digest: &str) -> Result<(Manifest, Descriptor, Vec<u8>), StoreError> {
         let path = self.blobs.display(&blob_path(digest).unwrap_or_default());
-        let m: Manifest = parse_json(&self.blob(digest, MAX_JSON)?, &path)?;
+        let m: Manifest = parse_object(&self.blob(digest, MAX_JSON)?, &path)?;
         let cfg = m.config.clone().ok_or_else(|| StoreError::corrupt(&path, "manifest has no config"))?;
         let cb = self.blob(&cfg.digest, MAX_JSON)?;
         Ok((m, cfg, cb))

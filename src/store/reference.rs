@@ -180,11 +180,10 @@ pub fn parse_name(s: &str) -> Result<NamedRef, String> {
         Some(i) => (&rest[..last_slash + i], Some(&rest[last_slash + i + 1..])),
         None => (rest, None),
     };
-    if let Some(t) = tag {
-        if !valid_tag(t) {
+    if let Some(t) = tag
+        && !valid_tag(t) {
             return Err(format!("invalid tag {t:?} in {s:?}"));
         }
-    }
     if name.is_empty() {
         return Err(format!("invalid image reference {s:?}: empty name"));
     }
