@@ -98,6 +98,17 @@ pub struct ResolvedImage {
     pub created: Option<String>,
 }
 
+impl ResolvedImage {
+    /// Layer directories, top first (what `StackSpec::lowers` wants).
+    pub fn lower_dirs(&self) -> Vec<PathBuf> {
+        self.layers.iter().map(|l| l.dir.clone()).collect()
+    }
+    /// Per layer (top first): may it hold `.wh.NAME` whiteouts? (`StackSpec::lower_wh_files`)
+    pub fn lower_wh_files(&self) -> Vec<bool> {
+        self.layers.iter().map(|l| l.whiteouts != WhiteoutFormat::CharDevice).collect()
+    }
+}
+
 /// Why an image could not be resolved; `Display` is the one line the user sees.
 #[derive(Debug)]
 pub enum StoreError {
