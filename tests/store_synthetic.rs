@@ -471,6 +471,11 @@ fn concurrent_resolves_share_one_cache_entry() {
     assert_eq!(std::fs::read_dir(cache.join("layers/sha256")).unwrap().count(), 2);
     assert_eq!(std::fs::read_dir(cache.join("tmp")).unwrap().count(), 0);
     assert_eq!(std::fs::read_to_string(dirs[0].join("etc/app")).unwrap(), "one");
+    use std::os::unix::fs::PermissionsExt;
+    for d in ["layers", "tmp"] {
+        let m = std::fs::metadata(cache.join(d)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(m, 0o700, "{d} is private (setuid files and devices inside)");
+    }
 }
 
 #[test]
@@ -504,4 +509,46 @@ fn bad_store_paths_and_default_search() {
         .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v.as_array().unwrap().iter().any(|i| i["names"][0] == "localhost/only-here:1"), "{v}");
+}
+
+#[test]
+fn newer_docker_save_nested_index_and_digests() {
+    let t = tempfile::tempdir().unwrap();
+    let cache = t.path().join("cache");
+    let ims = [Image::new(&["app:1", "example.com/x/app:2"], small("one")), Image::new(&["other:1"], small("two"))];
+    // Docker >= 25 archive: manifest.json into an OCI layout.
+    let a = t.path().join("new.tar");
+    let built = synth::write_save_oci(&a, &ims, true);
+    for r in ["app:1", "example.com/x/app:2", &built[0].id[7..19]] {
+        let img = store::resolve(&q(&a, &cache, r)).unwrap_or_else(|e| panic!("{r}: {e}"));
+        assert_eq!(img.id, built[0].id);
+        assert_eq!(img.layers.len(), 2);
+        assert_eq!(std::fs::read_to_string(img.layers[0].dir.join("etc/app")).unwrap(), "one");
+    }
+    // A plain OCI layout tar (no manifest.json): names from ref annotations.
+    let o = t.path().join("oci.tar");
+    let built = synth::write_save_oci(&o, &ims, false);
+    assert_eq!(store::resolve(&q(&o, &cache, "other:1")).unwrap().id, built[1].id);
+    // name@digest in an OCI layout: the manifest digest.
+    let dir = t.path().join("oci");
+    let built = synth::write_oci(&dir, &ims, |_| Comp::Gzip);
+    let r = format!("app@{}", built[0].manifest_digest);
+    assert_eq!(store::resolve(&q(&dir, &cache, &r)).unwrap().id, built[0].id);
+    let wrong = format!("app@sha256:{}", "1".repeat(64));
+    assert!(store::resolve(&q(&dir, &cache, &wrong)).is_err());
+    // Nested multi-platform index: the entry for this machine is chosen, the decoy ignored.
+    synth::nest_index(&dir);
+    assert_eq!(store::resolve(&q(&dir, &cache, "app:1")).unwrap().id, built[0].id);
+    assert_eq!(store::resolve(&q(&dir, &cache, "other:1")).unwrap().id, built[1].id);
+    // Docker `repo@digest` entries in repositories.json.
+    let d = t.path().join("docker");
+    let built = synth::write_docker(&d, &ims);
+    let dg = format!("sha256:{}", "ab".repeat(32));
+    let rj = d.join("image/overlay2/repositories.json");
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&rj).unwrap()).unwrap();
+    v["Repositories"]["app"][format!("app@{dg}")] = serde_json::json!(built[0].id);
+    std::fs::write(&rj, serde_json::to_vec(&v).unwrap()).unwrap();
+    assert_eq!(store::resolve(&q(&d, &cache, &format!("app@{dg}"))).unwrap().id, built[0].id);
+    assert_eq!(store::resolve(&q(&d, &cache, &format!("docker.io/library/app@{dg}"))).unwrap().id, built[0].id);
+    assert!(store::resolve(&q(&d, &cache, &format!("other@{dg}"))).is_err());
 }

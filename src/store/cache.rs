@@ -121,6 +121,40 @@ fn progress(size: u64, what: &str) -> Option<indicatif::ProgressBar> {
     Some(b)
 }
 
+/// Create `CACHE/layers/sha256` and `CACHE/tmp`. `layers/` and `tmp/` are mode 0700:
+/// unpacked trees keep setuid bits and device nodes, which must not be reachable by
+/// other users (Docker keeps its overlay2 dir private for the same reason).
+fn prepare(cache: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::create_dir_all(cache).map_err(|e| StoreError::io(cache, e))?;
+    for d in [cache.join("layers"), cache.join("tmp")] {
+        match std::fs::DirBuilder::new().mode(0o700).create(&d) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(StoreError::io(&d, e)),
+        }
+    }
+    let l = cache.join("layers/sha256");
+    std::fs::create_dir_all(&l).map_err(|e| StoreError::io(&l, e))
+}
+
+/// Remove unpacks abandoned by a crash (older than a day).
+fn clean_stale(tmp_root: &Path) {
+    let Ok(rd) = std::fs::read_dir(tmp_root) else { return };
+    let day = std::time::Duration::from_secs(86400);
+    for e in rd.flatten() {
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > day);
+        if old {
+            let _ = unpack::remove_tree(&e.path());
+        }
+    }
+}
+
 /// Unpack `src` into the cache unless it is already there; returns the entry.
 pub fn ensure(cache: &Path, src: &LayerSource<'_>) -> Result<CachedLayer, StoreError> {
     if let Some(c) = lookup(cache, src.diff_id) {
@@ -128,11 +162,9 @@ pub fn ensure(cache: &Path, src: &LayerSource<'_>) -> Result<CachedLayer, StoreE
     }
     let hex = parse_sha256(src.diff_id)
         .ok_or_else(|| StoreError::corrupt(&src.file, format!("invalid diff_id {:?}", src.diff_id)))?;
-    let layers = cache.join("layers/sha256");
     let tmp_root = cache.join("tmp");
-    for d in [&layers, &tmp_root] {
-        std::fs::create_dir_all(d).map_err(|e| StoreError::io(d, e))?;
-    }
+    prepare(cache)?;
+    clean_stale(&tmp_root);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
