@@ -204,7 +204,8 @@ fn unpack_into(tmp: &Path, src: &LayerSource<'_>) -> Result<EntryMeta, StoreErro
     let privileged = crate::sys::euid() == 0;
     let file = &src.file;
     let bad = |d: String| StoreError::corrupt(file, d);
-    let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let short = src.diff_id.strip_prefix("sha256:").unwrap_or(src.diff_id);
+    let name = format!("layer {}", &short[..short.len().min(12)]);
     let raw = (src.open)()?;
     let tap = Tap { inner: HashingReader::new(raw), bar: progress(src.size, &name) };
     let mut buf = BufReader::with_capacity(256 << 10, tap);
