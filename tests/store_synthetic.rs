@@ -39,16 +39,19 @@ fn images() -> Vec<Image> {
 
 /// Every format holding the same images; returns (name, store path, built).
 fn all_formats(tmp: &Path) -> Vec<(&'static str, PathBuf, Vec<synth::Built>)> {
-    let ims = images();
+    all_formats_of(tmp, &images())
+}
+
+fn all_formats_of(tmp: &Path, ims: &[Image]) -> Vec<(&'static str, PathBuf, Vec<synth::Built>)> {
     let d = tmp.join("docker");
     let c = tmp.join("cs");
     let o = tmp.join("oci");
     let a = tmp.join("save.tar");
     vec![
-        ("docker", d.clone(), synth::write_docker(&d, &ims)),
-        ("containers-storage", c.clone(), synth::write_cstorage(&c, &ims)),
-        ("oci", o.clone(), synth::write_oci(&o, &ims, |i| [Comp::Gzip, Comp::Zstd, Comp::None][i % 3])),
-        ("archive", a.clone(), synth::write_save(&a, &ims)),
+        ("docker", d.clone(), synth::write_docker(&d, ims)),
+        ("containers-storage", c.clone(), synth::write_cstorage(&c, ims)),
+        ("oci", o.clone(), synth::write_oci(&o, ims, |i| [Comp::Gzip, Comp::Zstd, Comp::None][i % 3])),
+        ("archive", a.clone(), synth::write_save(&a, ims)),
     ]
 }
 
@@ -551,4 +554,58 @@ fn newer_docker_save_nested_index_and_digests() {
     assert_eq!(store::resolve(&q(&d, &cache, &format!("app@{dg}"))).unwrap().id, built[0].id);
     assert_eq!(store::resolve(&q(&d, &cache, &format!("docker.io/library/app@{dg}"))).unwrap().id, built[0].id);
     assert!(store::resolve(&q(&d, &cache, &format!("other@{dg}"))).is_err());
+}
+
+#[test]
+fn garbage_everywhere_is_an_error_not_a_panic() {
+    let t = tempfile::tempdir().unwrap();
+    let cache = t.path().join("cache");
+    let garbage: Vec<Vec<u8>> = vec![
+        vec![0xff, 0xfe, 0x00, 0x80],
+        b"null".to_vec(),
+        b"42".to_vec(),
+        b"\"str\"".to_vec(),
+        b"{\"manifests\":{}}".to_vec(),
+        b"[{\"Config\":5}]".to_vec(),
+        b"[{\"Config\":\"../../../../etc/passwd\",\"Layers\":[\"/etc/shadow\"]}]".to_vec(),
+        b"{\"Repositories\":{\"a\":{\"a:1\":\"sha256:zz\"}}}".to_vec(),
+        b"[{\"id\":\"../x\",\"layer\":\"../y\",\"names\":[\"a:1\"]}]".to_vec(),
+        vec![b'['; 100_000],
+    ];
+    for (gi, g) in garbage.iter().enumerate() {
+        let base = t.path().join(format!("g{gi}"));
+        for (name, path, _) in all_formats_of(&base, &images()[1..]) {
+            let targets: Vec<PathBuf> = match name {
+                "docker" => vec![path.join("image/overlay2/repositories.json")],
+                "containers-storage" => vec![path.join("overlay-images/images.json"), path.join("overlay-layers/layers.json")],
+                "oci" => vec![path.join("index.json")],
+                _ => vec![],
+            };
+            for f in &targets {
+                let keep = std::fs::read(f).unwrap();
+                std::fs::write(f, g).unwrap();
+                let r = store::resolve(&q(&path, &cache, "app:1"));
+                if let Err(e) = &r {
+                    assert!(!e.to_string().contains('\n'), "{name}: {e}");
+                }
+                std::fs::write(f, keep).unwrap();
+            }
+            if name == "archive" {
+                // Replace manifest.json inside a fresh archive by rewriting the whole tar.
+                let a = base.join("bad.tar");
+                let mut b = tar::Builder::new(std::fs::File::create(&a).unwrap());
+                let mut h = tar::Header::new_ustar();
+                h.set_size(g.len() as u64);
+                h.set_mode(0o644);
+                b.append_data(&mut h, "manifest.json", &g[..]).unwrap();
+                b.finish().unwrap();
+                drop(b);
+                assert!(store::resolve(&q(&a, &cache, "app:1")).is_err());
+                // A truncated archive.
+                let full = std::fs::read(&path).unwrap();
+                std::fs::write(&a, &full[..full.len() / 2]).unwrap();
+                let _ = store::resolve(&q(&a, &cache, "app:1"));
+            }
+        }
+    }
 }

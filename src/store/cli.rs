@@ -134,9 +134,10 @@ fn images(a: &ImagesArgs) -> Result<(), StoreError> {
     let mut out = String::new();
     let (stores, searched) = stores_for(a.store.as_deref())?;
     if stores.is_empty() && !a.json {
-        let s: Vec<String> = searched.iter().map(|p| p.display().to_string()).collect();
-        eprintln!("no image store found (looked in /var/lib/docker, /var/lib/containers/storage, ~/.local/share/containers/storage){}", if s.is_empty() { String::new() } else { s.join(", ") });
+        let looked: Vec<String> = super::default_stores().iter().map(|p| p.display().to_string()).collect();
+        eprintln!("unionmount images: no image store found (looked in {})", looked.join(", "));
     }
+    let _ = searched;
     let mut rows: Vec<[String; 6]> = Vec::new();
     let mut json = Vec::new();
     let t = now();

@@ -146,9 +146,11 @@ impl DockerStore {
             };
             let diff = read_small(&diff_file)?.ok_or_else(|| missing(diff_file.clone()))?;
             if diff != diff_ids[i] {
+                // Only echo the file when it looks like a digest (never arbitrary content).
+                let shown = if super::digest::parse_sha256(&diff).is_some() { diff.as_str() } else { "not a sha256 digest" };
                 return Err(StoreError::corrupt(
                     &diff_file,
-                    format!("layer {} has diff {diff:?}, expected {}", i + 1, diff_ids[i]),
+                    format!("layer {} has diff {shown}, expected {}", i + 1, diff_ids[i]),
                 ));
             }
             let cid_file = db.join("cache-id");

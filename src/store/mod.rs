@@ -234,7 +234,7 @@ impl ImageRecord {
 /// Short (12 hex) form of an id.
 pub fn short_id(id: &str) -> &str {
     let h = id.strip_prefix("sha256:").unwrap_or(id);
-    &h[..h.len().min(12)]
+    h.get(..12).unwrap_or(h)
 }
 
 /// Find the image `q` selects among `records` (one store).

@@ -372,6 +372,21 @@ mod tests {
     }
 
     #[test]
+    fn hostile_input_never_panics() {
+        let long = "a/".repeat(3000);
+        let weird = [
+            "", ":", "@", "/", "//", "a@", "@sha256:", "é", "é:é", "tiny:é", "日本/語:x",
+            "a:b:c", "a@sha256:é", "sha256:", "sha256:é", "\u{0}", "a\u{0}b", &long,
+            "localhost", "localhost:", "localhost/", "a.b/", ".a/b", "a/.b", "0000", "sha256:0000é",
+        ];
+        for w in weird {
+            let _ = parse_query(w);
+            let _ = parse_name(w);
+            let _ = closest(w, ["tiny:app", "é"], 3);
+        }
+    }
+
+    #[test]
     fn suggestions() {
         let c = closest("tiny:ap", ["tiny:app", "tiny:base", "zzzzzzzzzzzz"], 3);
         assert_eq!(c[0], "tiny:app");
