@@ -213,7 +213,9 @@ impl ImageRecord {
             return tagged.is_empty() || tagged.iter().any(|n| q.same_repo(n));
         }
         names.iter().any(|n| q.matches(n))
-            || self.bare_tags.iter().any(|t| t == raw || t == q.tag_or_latest())
+            // A bare OCI tag matches when typed as is (`app`) or as the tag (`tiny:app`);
+            // an implied `latest` does not count, so a short id is not taken for a tag.
+            || self.bare_tags.iter().any(|t| t == raw || q.tag.as_deref() == Some(t.as_str()))
     }
 
     /// `docker images`-style display names (`tiny:app`), or `<none>:<none>`.
@@ -532,6 +534,17 @@ mod tests {
         assert!(matches!(e, StoreError::Ambiguous { .. }));
         assert!(e.to_string().contains("tiny:app"), "{e}");
         assert!(f("tiny:nope").unwrap().is_none());
+    }
+
+    #[test]
+    fn bare_oci_tags() {
+        let mut r = rec('c', &[]);
+        r.bare_tags = vec!["latest".into(), "app".into()];
+        let recs = vec![r];
+        let f = |s: &str| find(&recs, &reference::parse_query(s).unwrap()).unwrap().is_some();
+        assert!(f("app") && f("tiny:app") && f("latest") && f("x:latest") && f("cccc"));
+        assert!(!f("alpine"), "implied latest does not match");
+        assert!(!f("dddd"), "a short id is not a bare tag");
     }
 
     #[test]
