@@ -266,12 +266,21 @@ pub fn makedev(major: u32, minor: u32) -> u64 {
     libc::makedev(major, minor)
 }
 
-/// Raise RLIMIT_NOFILE's soft limit to its hard limit (we hold one fd per live inode).
+/// Raise RLIMIT_NOFILE as far as allowed (directory nodes hold fds): to
+/// /proc/sys/fs/nr_open when privileged, else the soft limit to the hard one.
 pub fn raise_nofile_limit() {
+    let nr_open: libc::rlim_t = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(1 << 20);
     let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: `rl` is a valid rlimit to write / read.
+    // SAFETY: `rl` is a valid rlimit to read and write.
     unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) == 0 && rl.rlim_cur < rl.rlim_max {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) != 0 {
+            return;
+        }
+        let want = libc::rlimit { rlim_cur: nr_open.max(rl.rlim_max), rlim_max: nr_open.max(rl.rlim_max) };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &want) != 0 {
             rl.rlim_cur = rl.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &rl);
         }

@@ -25,7 +25,7 @@ impl UnionFs {
     pub fn setattr(&self, ino: u64, a: &SetAttr) -> SysResult<Attr> {
         let node = self.node(ino)?;
         self.copy_up_opts(&node, a.size != Some(0))?;
-        let (_, fd) = node.top();
+        let (_, fd) = node.top()?;
         if let Some(size) = a.size {
             if node.is_dir() {
                 return Err(Errno::EISDIR);
@@ -53,13 +53,13 @@ impl UnionFs {
         if is_private_xattr(name) {
             return Err(Errno::ENODATA);
         }
-        let (_, fd) = self.node(ino)?.top();
+        let (_, fd) = self.node(ino)?.top()?;
         xattr::get(xattr::Target::Fd(fd.as_fd()), name)
     }
 
     /// Xattr names as the NUL-terminated list listxattr(2) returns.
     pub fn listxattr(&self, ino: u64) -> SysResult<Vec<u8>> {
-        let (_, fd) = self.node(ino)?.top();
+        let (_, fd) = self.node(ino)?.top()?;
         let mut out = Vec::new();
         for n in xattr::list(xattr::Target::Fd(fd.as_fd()))? {
             if !is_private_xattr(std::os::unix::ffi::OsStrExt::from_bytes(&n[..])) {
@@ -76,7 +76,7 @@ impl UnionFs {
         }
         let node = self.node(ino)?;
         self.copy_up(&node)?;
-        let (_, fd) = node.top();
+        let (_, fd) = node.top()?;
         xattr::set(xattr::Target::Fd(fd.as_fd()), name, value, flags)
     }
 
@@ -86,10 +86,10 @@ impl UnionFs {
         }
         let node = self.node(ino)?;
         // Nothing to copy up for an attribute that isn't there.
-        let (_, fd) = node.top();
+        let (_, fd) = node.top()?;
         xattr::get(xattr::Target::Fd(fd.as_fd()), name)?;
         self.copy_up(&node)?;
-        let (_, fd) = node.top();
+        let (_, fd) = node.top()?;
         xattr::remove(xattr::Target::Fd(fd.as_fd()), name)
     }
 }

@@ -127,7 +127,7 @@ impl UnionFs {
         let pnode = self.node(parent)?;
         self.copy_up(&pnode)?;
         let _guard = node.copyup.lock();
-        let (layer, src) = node.top();
+        let (layer, src) = node.top()?;
         if layer == 0 {
             return Ok(());
         }
@@ -157,7 +157,7 @@ impl UnionFs {
         let nfd = Arc::new(nfd);
         let mut s = node.state.lock();
         s.layer = 0;
-        s.fd = nfd.clone();
+        s.dir = pdir;
         if st.is_dir() {
             s.dirs.insert(0, (0, nfd));
         }

@@ -79,8 +79,7 @@ impl UnionFs {
             }
             self.copy_up_opts(&node, !trunc)?;
         }
-        let (layer, fd) = node.top();
-        let file = fs::reopen(fd.as_fd(), flags & !libc::O_NOFOLLOW)?;
+        let (layer, file) = node.open_real(flags)?;
         Ok(self.handles.insert(Handle { ino, file, flags, layer }))
     }
 
@@ -164,7 +163,7 @@ impl UnionFs {
         if !self.cfg.fsync {
             return Ok(());
         }
-        let (layer, fd) = self.node(ino)?.top();
+        let (layer, fd) = self.node(ino)?.top()?;
         if !self.has_upper() || layer != 0 {
             return Ok(());
         }

@@ -11,7 +11,9 @@
 //!   a node being dropped.
 //! - `NodeState` is only ever locked briefly; no lock is held across file I/O.
 
-use crate::sys::fs::Stat;
+use crate::sys::fs::{self, Stat};
+use crate::sys::{Errno, SysResult};
+use std::os::fd::AsFd;
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -36,14 +38,27 @@ pub struct NodeState {
     /// for the root and for nodes whose last name was removed.
     pub parent: u64,
     pub name: OsString,
-    /// Layer of the topmost real object and an `O_PATH` fd on it.
+    /// Layer of the topmost real object.
     pub layer: LayerIdx,
-    pub fd: Arc<OwnedFd>,
-    /// Directories only: the directories merged here, top first; `dirs[0]` is the
-    /// topmost object. Ends at the first opaque directory.
+    /// The directory (in `layer`) that holds the object as `name`. Non-directories
+    /// are reached through it, so a file node costs no fd of its own.
+    pub dir: Arc<OwnedFd>,
+    /// Directories only: the directories merged here, top first; `dirs[0]` is an
+    /// `O_PATH` fd on the topmost object. Ends at the first opaque directory.
     pub dirs: Vec<DirLayer>,
     /// st_nlink of the lower object at lookup (1 for fresh upper objects).
     pub lower_nlink: u64,
+    /// The name was removed: `dir`/`name` may now hold something else.
+    pub unlinked: bool,
+    /// For a removed non-directory: an `O_PATH` fd taken before removal, so open
+    /// files can still be stat'ed (fstat reaches us without a handle).
+    pub pinned: Option<Arc<OwnedFd>>,
+}
+
+impl NodeState {
+    fn cname(&self) -> SysResult<std::ffi::CString> {
+        crate::sys::component(&self.name)
+    }
 }
 
 #[derive(Debug)]
@@ -62,10 +77,50 @@ impl Node {
     pub fn is_dir(&self) -> bool {
         self.kind == libc::S_IFDIR
     }
-    /// (layer, fd) of the topmost object.
-    pub fn top(&self) -> (LayerIdx, Arc<OwnedFd>) {
+    /// (layer, `O_PATH` fd) of the topmost object; opened on demand for
+    /// non-directories.
+    pub fn top(&self) -> SysResult<(LayerIdx, Arc<OwnedFd>)> {
         let s = self.state.lock();
-        (s.layer, s.fd.clone())
+        if let Some((l, fd)) = s.dirs.first() {
+            return Ok((*l, fd.clone()));
+        }
+        if s.unlinked {
+            return s.pinned.clone().map(|p| (s.layer, p)).ok_or(Errno::ENOENT);
+        }
+        let fd = fs::open_at(s.dir.as_fd(), &s.cname()?, libc::O_PATH, 0)?;
+        Ok((s.layer, Arc::new(fd)))
+    }
+
+    /// stat of the topmost object.
+    pub fn stat(&self) -> SysResult<Stat> {
+        let s = self.state.lock();
+        if let Some((_, fd)) = s.dirs.first() {
+            return fs::fstat(fd.as_fd());
+        }
+        if s.unlinked {
+            return s.pinned.as_ref().map(|p| fs::fstat(p.as_fd())).unwrap_or(Err(Errno::ENOENT));
+        }
+        fs::stat_at(s.dir.as_fd(), &s.cname()?)
+    }
+
+    /// Open the topmost object for I/O (never following a symlink).
+    pub fn open_real(&self, flags: i32) -> SysResult<(LayerIdx, OwnedFd)> {
+        let (layer, dir, name) = {
+            let s = self.state.lock();
+            if s.unlinked {
+                let p = s.pinned.as_ref().ok_or(Errno::ENOENT)?;
+                return Ok((s.layer, fs::reopen(p.as_fd(), flags)?));
+            }
+            (s.layer, s.dir.clone(), s.cname()?)
+        };
+        let flags = flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY);
+        Ok((layer, fs::open_at(dir.as_fd(), &name, flags, 0)?))
+    }
+
+    /// Target of a symlink node.
+    pub fn readlink(&self) -> SysResult<OsString> {
+        let (_, fd) = self.top()?;
+        fs::readlink_fd(fd.as_fd())
     }
     pub fn dirs(&self) -> Vec<DirLayer> {
         self.state.lock().dirs.clone()
@@ -181,10 +236,15 @@ impl NodeTable {
         (node, true)
     }
 
-    /// Move `node` to (parent, name), keeping the parents' child counts right.
-    pub fn relocate(&self, node: &Node, parent: u64, name: OsString) {
+    /// Move `node` to (parent, name), now held as `name` in `dir` of `layer`,
+    /// keeping the parents' child counts right.
+    pub fn relocate(&self, node: &Node, parent: u64, name: OsString, layer: LayerIdx, dir: Arc<OwnedFd>) {
         let g = self.nodes.read();
         let mut s = node.state.lock();
+        s.layer = layer;
+        s.dir = dir;
+        s.unlinked = false;
+        s.pinned = None;
         if s.parent != parent {
             if let Some(p) = g.get(&parent) {
                 p.children.fetch_add(1, Ordering::Relaxed);
@@ -202,10 +262,13 @@ impl NodeTable {
         }
     }
 
-    /// The node no longer has a name in the merged tree.
-    pub fn detach(&self, node: &Node) {
+    /// The node no longer has a name in the merged tree; `pin` keeps the object
+    /// reachable while the kernel still uses it.
+    pub fn detach(&self, node: &Node, pin: Option<Arc<OwnedFd>>) {
         let old = {
             let mut s = node.state.lock();
+            s.unlinked = true;
+            s.pinned = pin;
             std::mem::replace(&mut s.parent, 0)
         };
         if old != 0 {

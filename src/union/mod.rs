@@ -95,7 +95,8 @@ impl UnionFs {
             }
         }
         let (layer, fd) = dirs[0].clone();
-        let root = NodeState { parent: 0, name: Default::default(), layer, fd, dirs, lower_nlink: 1 };
+        let root =
+            NodeState { parent: 0, name: ".".into(), layer, dir: fd, dirs, lower_nlink: 1, unlinked: false, pinned: None };
         let devs = stack.layers.iter().map(|l| l.dev).collect();
         Ok(UnionFs {
             nodes: NodeTable::new(root, devs),
@@ -123,10 +124,8 @@ impl UnionFs {
 
     /// Merged attributes of `node`.
     pub fn attr_of(&self, node: &Node) -> SysResult<Attr> {
-        let (st, merged) = {
-            let s = node.state.lock();
-            (fs::fstat(s.fd.as_fd())?, s.dirs.len() > 1)
-        };
+        let st = node.stat()?;
+        let merged = node.state.lock().dirs.len() > 1;
         Ok(self.attr_from(node.ino, st, merged))
     }
 
@@ -138,13 +137,22 @@ impl UnionFs {
         Attr { ino, st }
     }
 
-    pub fn getattr(&self, ino: u64) -> SysResult<Attr> {
-        self.attr_of(&*self.node(ino)?)
+    /// Attributes of `ino`; through open handle `fh` when given (the name may be gone).
+    pub fn getattr(&self, ino: u64, fh: Option<u64>) -> SysResult<Attr> {
+        let node = self.node(ino)?;
+        match fh.and_then(|fh| self.handles.get(fh)) {
+            Some(h) if node.state.lock().unlinked => Ok(self.attr_from(ino, fs::fstat(h.file.as_fd())?, false)),
+            _ => self.attr_of(&node),
+        }
     }
 
     /// Look `name` up in directory `parent`; takes one kernel lookup on success.
     pub fn lookup(&self, parent: u64, name: &OsStr) -> SysResult<Attr> {
-        let node = self.lookup_node(parent, name)?;
+        let (node, st) = self.lookup_node_stat(parent, name)?;
+        if let Some(st) = st {
+            let merged = node.state.lock().dirs.len() > 1;
+            return Ok(self.attr_from(node.ino, st, merged));
+        }
         match self.attr_of(&node) {
             Ok(a) => Ok(a),
             Err(e) => {
@@ -156,6 +164,11 @@ impl UnionFs {
 
     /// Resolve `name` in `parent` to a node, taking one lookup reference on it.
     pub(crate) fn lookup_node(&self, parent: u64, name: &OsStr) -> SysResult<Arc<Node>> {
+        self.lookup_node_stat(parent, name).map(|(n, _)| n)
+    }
+
+    /// `lookup_node`, plus the stat the layer walk saw when it had to walk.
+    fn lookup_node_stat(&self, parent: u64, name: &OsStr) -> SysResult<(Arc<Node>, Option<Stat>)> {
         if is_wh_name(name) {
             return Err(Errno::ENOENT);
         }
@@ -163,7 +176,7 @@ impl UnionFs {
             Some(None) => return Err(Errno::ENOENT),
             Some(Some(ino)) => {
                 if let Some(n) = self.nodes.get_and_ref(ino) {
-                    return Ok(n);
+                    return Ok((n, None));
                 }
             }
             None => {}
@@ -189,20 +202,22 @@ impl UnionFs {
                         parent,
                         name: name.to_os_string(),
                         layer: f.layer,
-                        fd: f.fd.clone(),
+                        dir: f.dir.clone(),
                         dirs: f.dirs.clone(),
                         lower_nlink: f.st.nlink(),
+                        unlinked: false,
+                        pinned: None,
                     },
                     kind,
                 );
                 if !created {
                     let (p, n) = node.location();
                     if p != parent || n != name {
-                        self.nodes.relocate(&node, parent, name.to_os_string());
+                        self.nodes.relocate(&node, parent, name.to_os_string(), f.layer, f.dir.clone());
                     }
                 }
                 self.cache.put(parent, name, Some(ino), generation);
-                Ok(node)
+                Ok((node, Some(f.st)))
             }
         }
     }
@@ -221,8 +236,7 @@ impl UnionFs {
         if node.kind != libc::S_IFLNK {
             return Err(Errno::EINVAL);
         }
-        let (_, fd) = node.top();
-        fs::readlink_fd(fd.as_fd())
+        node.readlink()
     }
 
     pub fn statfs(&self) -> SysResult<libc::statvfs> {

@@ -79,7 +79,7 @@ impl UnionFs {
                 fs::symlink_at(&t, dir, nm).map(|_| None)
             }
             NewKind::Link { node } => {
-                let (_, fd) = node.top();
+                let (_, fd) = node.top()?;
                 fs::link_fd(fd.as_fd(), dir, nm).map(|_| None)
             }
         }
@@ -163,14 +163,23 @@ impl UnionFs {
             NewKind::Link { node } => {
                 let n = self.nodes.get_and_ref(node.ino).ok_or(Errno::ESTALE)?;
                 if n.location().0 == 0 {
-                    self.nodes.relocate(&n, parent, name.to_os_string());
+                    self.nodes.relocate(&n, parent, name.to_os_string(), 0, pdir.clone());
                 }
                 n
             }
             _ => {
                 let ino = self.nodes.ino_for(0, &st, true);
                 let dirs = if st.is_dir() { vec![(0, fd.clone())] } else { Vec::new() };
-                let state = NodeState { parent, name: name.to_os_string(), layer: 0, fd, dirs, lower_nlink: 1 };
+                let state = NodeState {
+                    parent,
+                    name: name.to_os_string(),
+                    layer: 0,
+                    dir: pdir.clone(),
+                    dirs,
+                    lower_nlink: 1,
+                    unlinked: false,
+                    pinned: None,
+                };
                 self.nodes.get_or_insert(ino, || state, st.file_type()).0
             }
         };
@@ -193,10 +202,11 @@ impl UnionFs {
             if dir && !self.dir_is_empty(node.ino)? {
                 return Err(Errno::ENOTEMPTY);
             }
+            let pin = if node.is_dir() { None } else { node.top().ok().map(|(_, fd)| fd) };
             self.remove_entry(&pnode, name)?;
             self.invalidate(parent, name);
             if node.location() == (parent, name.to_os_string()) {
-                self.nodes.detach(&node);
+                self.nodes.detach(&node, pin);
             }
             Ok(())
         })();

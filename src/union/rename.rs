@@ -101,8 +101,8 @@ impl UnionFs {
             fs::rename_at(pdir.as_fd(), &cname, npdir.as_fd(), &cnew, libc::RENAME_EXCHANGE)?;
             self.invalidate(parent, name);
             self.invalidate(newparent, newname);
-            self.nodes.relocate(src, newparent, newname.to_os_string());
-            self.nodes.relocate(d, parent, name.to_os_string());
+            self.nodes.relocate(src, newparent, newname.to_os_string(), 0, npdir.clone());
+            self.nodes.relocate(d, parent, name.to_os_string(), 0, pdir.clone());
             return Ok(());
         }
 
@@ -140,6 +140,7 @@ impl UnionFs {
                 }
             }
         }
+        let pin = dst.filter(|d| !d.is_dir()).and_then(|d| d.top().ok()).map(|(_, fd)| fd);
         fs::rename_at(pdir.as_fd(), &cname, npdir.as_fd(), &cnew, rflags)?;
         if drop_wh_file {
             let _ = fs::unlink_at(npdir.as_fd(), &wh_name(newname)?, false);
@@ -153,10 +154,10 @@ impl UnionFs {
         self.invalidate(newparent, newname);
         if let Some(d) = dst {
             if d.location() == (newparent, newname.to_os_string()) {
-                self.nodes.detach(d);
+                self.nodes.detach(d, pin);
             }
         }
-        self.nodes.relocate(src, newparent, newname.to_os_string());
+        self.nodes.relocate(src, newparent, newname.to_os_string(), 0, npdir.clone());
         Ok(())
     }
 

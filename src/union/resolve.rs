@@ -19,7 +19,8 @@ use std::sync::Arc;
 
 pub struct Found {
     pub layer: LayerIdx,
-    pub fd: Arc<OwnedFd>,
+    /// The directory of `layer` holding the object.
+    pub dir: Arc<OwnedFd>,
     pub st: Stat,
     /// For directories: the merged directories, top first.
     pub dirs: Vec<DirLayer>,
@@ -70,15 +71,20 @@ pub fn is_opaque(stack: &LayerStack, layer: LayerIdx, dir: BorrowedFd<'_>) -> bo
 pub enum InLayer {
     Absent,
     Whiteout,
-    Entry(OwnedFd, Stat),
+    /// An entry; directories come with an `O_PATH` fd on them.
+    Entry(Stat, Option<OwnedFd>),
 }
 
 pub fn probe(stack: &LayerStack, layer: LayerIdx, dir: BorrowedFd<'_>, cname: &CStr, name: &OsStr) -> SysResult<InLayer> {
-    match fs::open_at(dir, cname, libc::O_PATH, 0) {
-        Ok(fd) => {
+    match fs::stat_at(dir, cname) {
+        Ok(st) if st.is_whiteout() => Ok(InLayer::Whiteout),
+        Ok(st) if st.is_dir() => {
+            // O_DIRECTORY|O_NOFOLLOW: if it was swapped for a symlink meanwhile, fail.
+            let fd = fs::open_at(dir, cname, libc::O_PATH | libc::O_DIRECTORY, 0)?;
             let st = fs::fstat(fd.as_fd())?;
-            if st.is_whiteout() { Ok(InLayer::Whiteout) } else { Ok(InLayer::Entry(fd, st)) }
+            Ok(InLayer::Entry(st, Some(fd)))
         }
+        Ok(st) => Ok(InLayer::Entry(st, None)),
         Err(Errno::ENOENT) => {
             if has_wh_file(stack, layer, dir, name) { Ok(InLayer::Whiteout) } else { Ok(InLayer::Absent) }
         }
@@ -92,16 +98,16 @@ pub fn resolve(stack: &LayerStack, dirs: &[DirLayer], cname: &CStr, name: &OsStr
         match probe(stack, *layer, dfd.as_fd(), cname, name)? {
             InLayer::Absent => continue,
             InLayer::Whiteout => return Ok(Resolved::Missing),
-            InLayer::Entry(fd, st) => {
-                let fd = Arc::new(fd);
+            InLayer::Entry(st, fd) => {
                 let mut merged = Vec::new();
-                if st.is_dir() {
+                if let Some(fd) = fd {
+                    let fd = Arc::new(fd);
                     merged.push((*layer, fd.clone()));
                     if !is_opaque(stack, *layer, fd.as_fd()) {
                         collect_below(stack, &dirs[i + 1..], cname, name, &mut merged)?;
                     }
                 }
-                return Ok(Resolved::Found(Found { layer: *layer, fd, st, dirs: merged }));
+                return Ok(Resolved::Found(Found { layer: *layer, dir: dfd.clone(), st, dirs: merged }));
             }
         }
     }
@@ -120,10 +126,8 @@ fn collect_below(
         match probe(stack, *layer, dfd.as_fd(), cname, name)? {
             InLayer::Absent => continue,
             InLayer::Whiteout => break,
-            InLayer::Entry(fd, st) => {
-                if !st.is_dir() {
-                    break;
-                }
+            InLayer::Entry(_, None) => break,
+            InLayer::Entry(_, Some(fd)) => {
                 let opaque = is_opaque(stack, *layer, fd.as_fd());
                 out.push((*layer, Arc::new(fd)));
                 if opaque {
