@@ -474,6 +474,12 @@ fn concurrent_resolves_share_one_cache_entry() {
     assert_eq!(std::fs::read_dir(cache.join("layers/sha256")).unwrap().count(), 2);
     assert_eq!(std::fs::read_dir(cache.join("tmp")).unwrap().count(), 0);
     assert_eq!(std::fs::read_to_string(dirs[0].join("etc/app")).unwrap(), "one");
+    // A broken entry (meta.json lost) is replaced, not fatal.
+    let entry = dirs[0].parent().unwrap().to_path_buf();
+    std::fs::remove_file(entry.join("meta.json")).unwrap();
+    let again = store::resolve(&q(&o, &cache, "app:1")).unwrap();
+    assert_eq!(again.layers[0].dir, dirs[0]);
+    assert!(entry.join("meta.json").exists());
     use std::os::unix::fs::PermissionsExt;
     for d in ["layers", "tmp"] {
         let m = std::fs::metadata(cache.join(d)).unwrap().permissions().mode() & 0o777;

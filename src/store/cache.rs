@@ -172,31 +172,27 @@ pub fn ensure(cache: &Path, src: &LayerSource<'_>) -> Result<CachedLayer, StoreE
     let tmp = tmp_root.join(format!("{hex}.{}.{nanos}", std::process::id()));
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new().mode(0o700).create(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
-    let result = unpack_into(&tmp, src);
-    let meta = match result {
-        Ok(m) => m,
-        Err(e) => {
-            let _ = unpack::remove_tree(&tmp);
-            return Err(e);
-        }
-    };
+    if let Err(e) = unpack_into(&tmp, src) {
+        let _ = unpack::remove_tree(&tmp);
+        return Err(e);
+    }
     let final_dir = entry_path(cache, src.diff_id);
-    match std::fs::rename(&tmp, &final_dir) {
-        Ok(()) => {}
-        Err(e) => {
-            let _ = unpack::remove_tree(&tmp);
-            if lookup(cache, src.diff_id).is_none() {
-                return Err(StoreError::io(&final_dir, e));
-            }
-            // Another mount won the race: use its copy.
+    let mut renamed = std::fs::rename(&tmp, &final_dir);
+    if renamed.is_err() && lookup(cache, src.diff_id).is_none() && final_dir.exists() {
+        // A broken entry (meta.json lost): no mount can be using it; replace it.
+        let _ = unpack::remove_tree(&final_dir);
+        renamed = std::fs::rename(&tmp, &final_dir);
+    }
+    if let Err(e) = renamed {
+        let _ = unpack::remove_tree(&tmp);
+        if lookup(cache, src.diff_id).is_none() {
+            return Err(StoreError::io(&final_dir, e));
         }
+        // Another mount won the race: use its copy.
     }
     lookup(cache, src.diff_id).ok_or_else(|| StoreError::Store {
         path: final_dir,
         detail: "cache entry vanished after unpacking".into(),
-    }).map(|mut c| {
-        c.meta.size = meta.size;
-        c
     })
 }
 

@@ -357,6 +357,9 @@ pub fn unpack(src: &mut dyn Read, dest: &Path, opts: Options) -> Result<Stats, S
     // Directories last, deepest first (reverse byte order puts children before parents).
     let dirs = std::mem::take(&mut ctx.dirs);
     for (p, m) in dirs.iter().rev() {
+        if !fs::symlink_metadata(p).is_ok_and(|x| x.is_dir()) {
+            continue; // replaced by a non-directory later in the same layer
+        }
         ctx.owner(p, m)?;
         ctx.chmod(p, m)?;
         ctx.times(p, m)?;
