@@ -375,17 +375,34 @@ pub fn stores_for(store: Option<&Path>) -> Result<(Vec<Store>, Vec<PathBuf>), St
             let mut out = Vec::new();
             let mut searched = Vec::new();
             for p in default_stores() {
-                if let Ok(kind) = detect(&p) {
-                    searched.push(p.clone());
-                    match Store::open(&p, kind) {
-                        Ok(s) => out.push(s),
-                        Err(e) => log::warn!("skipping store {}: {e}", p.display()),
+                match detect(&p) {
+                    Ok(kind) => {
+                        searched.push(p.clone());
+                        match Store::open(&p, kind) {
+                            Ok(s) => out.push(s),
+                            Err(e) => log::warn!("skipping store {}: {e}", p.display()),
+                        }
                     }
+                    // There but unusable (e.g. not readable without root): say so in
+                    // the "not found in …" line rather than pretend it is absent.
+                    Err(e) if p.exists() && !is_empty_dir(&p) => {
+                        log::warn!("skipping store: {e}");
+                        let why = match &e {
+                            StoreError::Store { detail, .. } => detail.clone(),
+                            other => other.to_string(),
+                        };
+                        searched.push(PathBuf::from(format!("{} (unusable: {why})", p.display())));
+                    }
+                    Err(_) => {}
                 }
             }
             Ok((out, searched))
         }
     }
+}
+
+fn is_empty_dir(p: &Path) -> bool {
+    std::fs::read_dir(p).map(|mut d| d.next().is_none()).unwrap_or(false)
 }
 
 /// Resolve with an explicit context (used by `inspect`, which does not unpack).
