@@ -69,3 +69,65 @@ fn mount_tiny_app_from_every_format_matches_docker_export() {
         }
     }
 }
+
+/// A cache filled without root keeps OCI `.wh.` whiteouts (recorded in meta.json); the
+/// union filesystem must honour them: same tree as `docker export`, owners aside.
+#[test]
+fn unprivileged_cache_with_wh_files_mounts_the_same_tree() {
+    let save = common::fixture_dir().join("docker-save.tar");
+    if !save.exists() {
+        eprintln!("SKIP: fixture not found");
+        return;
+    }
+    if !tree::is_root() || !Path::new("/dev/fuse").exists() || Command::new("setpriv").arg("--version").output().is_err() {
+        eprintln!("SKIP: needs root (to switch to nobody and back), setpriv and /dev/fuse");
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cache = t.path().join("cache");
+    let mnt = t.path().join("mnt");
+    for d in [&cache, &mnt] {
+        std::fs::create_dir(d).unwrap();
+        std::os::unix::fs::chown(d, Some(65534), Some(65534)).unwrap();
+    }
+    // As nobody: resolving fills the cache (whether or not the rootless mount works).
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_unionmount"))
+        .arg("--store")
+        .arg(&save)
+        .arg("--cache")
+        .arg(&cache)
+        .args(["tiny:app"])
+        .arg(&mnt)
+        .env("HOME", t.path())
+        .output()
+        .unwrap();
+    if out.status.success() {
+        let _ = Command::new("umount").arg(&mnt).status();
+    }
+    let layers: Vec<PathBuf> = std::fs::read_dir(cache.join("layers/sha256")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(layers.len(), 5, "{}", String::from_utf8_lossy(&out.stderr));
+    for l in &layers {
+        let meta = std::fs::read_to_string(l.join("meta.json")).unwrap();
+        assert!(meta.contains("\"wh-files\""), "{meta}");
+    }
+    // As root, mount from that cache and compare.
+    let out = Command::new(env!("CARGO_BIN_EXE_unionmount"))
+        .arg("--store")
+        .arg(&save)
+        .arg("--cache")
+        .arg(&cache)
+        .arg("tiny:app")
+        .arg(&mnt)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let _m = Mounted(mnt.clone());
+    let export = tree::snapshot_tar(&common::fixture_dir().join("tiny-app-export.tar"));
+    let got = tree::snapshot_dir(&mnt);
+    let diffs = tree::compare_ignoring_owners(&export, &got, tree::DOCKER_INIT);
+    assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+}

@@ -203,6 +203,15 @@ pub fn compare(want: &BTreeMap<String, Node>, got: &BTreeMap<String, Node>, igno
     d
 }
 
+/// Like [`compare`], but owners are not compared (a tree unpacked without root is owned
+/// by whoever unpacked it).
+pub fn compare_ignoring_owners(want: &BTreeMap<String, Node>, got: &BTreeMap<String, Node>, ignore: &[&str]) -> Vec<String> {
+    let strip = |m: &BTreeMap<String, Node>| -> BTreeMap<String, Node> {
+        m.iter().map(|(k, v)| (k.clone(), Node { uid: 0, gid: 0, ..v.clone() })).collect()
+    };
+    compare(&strip(want), &strip(got), ignore)
+}
+
 /// Kernel overlayfs mount of layer dirs (top first), unmounted on drop.
 pub struct KernelOverlay {
     pub mnt: PathBuf,
