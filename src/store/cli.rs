@@ -46,7 +46,7 @@ fn parse<T: Parser>(name: &str, args: &[OsString]) -> Result<T, i32> {
 /// Seconds since the epoch of an RFC 3339 time (`2026-11-26T20:04:52.0005Z`, offsets too).
 pub fn parse_rfc3339(s: &str) -> Option<i64> {
     let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+    if !s.is_ascii() || b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
         return None;
     }
     let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
@@ -287,6 +287,8 @@ mod tests {
         assert_eq!(parse_rfc3339("2026-11-26T20:04:52.000503871Z"), Some(1795723492));
         assert_eq!(parse_rfc3339("1970-01-01T01:00:00+01:00"), Some(0));
         assert_eq!(parse_rfc3339("nope"), None);
+        assert_eq!(parse_rfc3339("2026-11-26T20:04:5é0Z"), None);
+        assert_eq!(parse_rfc3339("2026-11-26T20:04:52+0é:0"), None);
         assert_eq!(parse_rfc3339("2026-11-26T20:04:52"), None);
         assert_eq!(ago(Some("1970-01-01T00:00:00Z"), 7200), "2 hours ago");
         assert_eq!(ago(Some("1970-01-01T00:00:00Z"), 1), "1 second ago");

@@ -251,8 +251,8 @@ pub fn find<'a>(records: &'a [ImageRecord], q: &Query) -> Result<Option<&'a Imag
             _ => {
                 let mut c: Vec<String> = Vec::new();
                 for id in ids {
-                    let r = hits.iter().find(|r| r.id == id).expect("id from hits");
-                    let names = r.display_names();
+                    let names: Vec<String> =
+                        hits.iter().filter(|r| r.id == id).flat_map(|r| r.display_names()).collect();
                     c.push(if names.is_empty() {
                         short_id(id).to_string()
                     } else {
