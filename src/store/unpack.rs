@@ -151,9 +151,10 @@ fn entry_meta<R: Read>(e: &mut tar::Entry<R>) -> Result<Meta, String> {
     let bad = |what: &str, x: io::Error| format!("bad tar header ({what}): {x}");
     let mut m = Meta {
         mode: h.mode().map_err(|x| bad("mode", x))? & 0o7777,
-        uid: h.uid().map_err(|x| bad("uid", x))?,
-        gid: h.gid().map_err(|x| bad("gid", x))?,
-        mtime: (h.mtime().map_err(|x| bad("mtime", x))?.min(i64::MAX as u64) as i64, 0),
+        // Empty numeric fields occur in the wild; read them as 0 (PAX may override).
+        uid: h.uid().unwrap_or(0),
+        gid: h.gid().unwrap_or(0),
+        mtime: (h.mtime().unwrap_or(0).min(i64::MAX as u64) as i64, 0),
         xattrs: Vec::new(),
     };
     if let Some(exts) = e.pax_extensions().map_err(|x| bad("pax", x))? {
@@ -177,6 +178,12 @@ fn entry_meta<R: Read>(e: &mut tar::Entry<R>) -> Result<Meta, String> {
     Ok(m)
 }
 
+/// A tar uid/gid as a Linux id; out-of-range ids become the overflow id 65534 (nobody),
+/// never -1 (which chown reads as "leave unchanged").
+fn id32(v: u64) -> u32 {
+    u32::try_from(v).ok().filter(|&x| x != u32::MAX).unwrap_or(65534)
+}
+
 struct Ctx<'a> {
     dest: &'a Path,
     opts: Options,
@@ -187,8 +194,7 @@ struct Ctx<'a> {
 impl Ctx<'_> {
     fn owner(&self, p: &Path, m: &Meta) -> Result<(), String> {
         if self.opts.privileged {
-            let (u, g) = (u32::try_from(m.uid).unwrap_or(u32::MAX), u32::try_from(m.gid).unwrap_or(u32::MAX));
-            std::os::unix::fs::lchown(p, Some(u), Some(g)).map_err(|e| err(self.dest, p, e))?;
+            std::os::unix::fs::lchown(p, Some(id32(m.uid)), Some(id32(m.gid))).map_err(|e| err(self.dest, p, e))?;
         }
         Ok(())
     }
@@ -204,8 +210,12 @@ impl Ctx<'_> {
         }
         Ok(())
     }
+    /// Best effort, like the file case: an absurd mtime must not fail the layer.
     fn times(&self, p: &Path, m: &Meta) -> Result<(), String> {
-        store_ops::lutimes(p, m.mtime.0, m.mtime.1).map_err(|e| err(self.dest, p, e))
+        if let Err(e) = store_ops::lutimes(p, m.mtime.0, m.mtime.1) {
+            log::debug!("{}: cannot set times: {e}", rel(self.dest, p));
+        }
+        Ok(())
     }
     fn chmod(&self, p: &Path, m: &Meta) -> Result<(), String> {
         fs::set_permissions(p, fs::Permissions::from_mode(m.mode)).map_err(|e| err(self.dest, p, e))
@@ -253,15 +263,17 @@ impl Ctx<'_> {
                 let n = io::copy(&mut e, &mut f).map_err(|x| format!("reading layer: {x}"))?;
                 self.stats.bytes += n;
                 if self.opts.privileged {
-                    std::os::unix::fs::fchown(&f, Some(meta.uid as u32), Some(meta.gid as u32))
+                    std::os::unix::fs::fchown(&f, Some(id32(meta.uid)), Some(id32(meta.gid)))
                         .map_err(|x| err(d, &target, x))?;
                 }
                 f.set_permissions(fs::Permissions::from_mode(meta.mode)).map_err(|x| err(d, &target, x))?;
                 self.xattrs(&target, &meta)?;
-                let t = SystemTime::UNIX_EPOCH
-                    + Duration::new(meta.mtime.0.max(0) as u64, meta.mtime.1);
-                f.set_times(fs::FileTimes::new().set_modified(t).set_accessed(t))
-                    .map_err(|x| err(d, &target, x))?;
+                // Times are best effort: an absurd mtime must not fail the layer.
+                if let Some(t) = SystemTime::UNIX_EPOCH
+                    .checked_add(Duration::new(meta.mtime.0.max(0) as u64, meta.mtime.1.min(999_999_999)))
+                {
+                    let _ = f.set_times(fs::FileTimes::new().set_modified(t).set_accessed(t));
+                }
             }
             T::Directory => {
                 if !kept_dir {
@@ -378,6 +390,25 @@ mod tests {
         assert!(clean_path(b"/etc/passwd").is_err());
         assert!(clean_path(b"a/../../b").is_err());
         assert!(clean_path(b"..").is_err());
+    }
+
+    #[test]
+    fn absurd_pax_values_do_not_fail_or_panic() {
+        let mut b = tar::Builder::new(Vec::new());
+        b.append_pax_extensions([("mtime", &b"9223372036854775807.999999999"[..]), ("uid", &b"99999999999"[..])])
+            .unwrap();
+        let mut h = tar::Header::new_ustar();
+        h.set_size(1);
+        h.set_mode(0o644);
+        h.set_mtime(0);
+        b.append_data(&mut h, "f", &b"x"[..]).unwrap();
+        let data = b.into_inner().unwrap();
+        let d = tempfile::tempdir().unwrap();
+        let st = unpack(&mut &data[..], d.path(), Options { privileged: false }).unwrap();
+        assert_eq!(st.bytes, 1);
+        assert_eq!(id32(99999999999), 65534);
+        assert_eq!(id32(u32::MAX as u64), 65534);
+        assert_eq!(id32(1000), 1000);
     }
 
     #[test]
