@@ -235,6 +235,7 @@ pub fn parse_mount(args: &[OsString]) -> Result<Parsed, String> {
             _ if b.starts_with(b"-") && b.len() > 1 => {
                 return Err(format!("unknown argument {}: see unionmount --help", a.to_string_lossy()));
             }
+            _ if b.is_empty() => return Err("empty argument: expected [SOURCE|IMAGE] MOUNTPOINT".into()),
             _ => positional.push(a.clone()),
         }
     }
