@@ -228,8 +228,13 @@ pub fn run(w: &Workload, cx: &Ctx, mt: &Mounted) -> io::Result<Sample> {
             }
             timed(|| {
                 for p in &m.copyup {
-                    let mut f = OpenOptions::new().append(true).open(root.join(p))?;
-                    f.write_all(b"# appended by unionmount-bench\n")?;
+                    let path = root.join(p);
+                    let mut f = OpenOptions::new()
+                        .append(true)
+                        .open(&path)
+                        .map_err(|e| at(e, &path))?;
+                    f.write_all(b"# appended by unionmount-bench\n")
+                        .map_err(|e| at(e, &path))?;
                 }
                 Ok(m.copyup.len() as u64)
             })
@@ -279,15 +284,20 @@ pub fn run(w: &Workload, cx: &Ctx, mt: &Mounted) -> io::Result<Sample> {
     }
 }
 
+/// The error with the path it happened on.
+fn at(e: io::Error, p: &Path) -> io::Error {
+    io::Error::new(e.kind(), format!("{}: {e}", p.display()))
+}
+
 /// `find DIR -exec stat`: lstat every entry below `dir` (via the directory fd, as
 /// `DirEntry::metadata` does); returns the number of entries.
 pub fn walk(dir: &Path) -> io::Result<u64> {
     let mut stack = vec![dir.to_path_buf()];
     let mut n = 0;
     while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d)? {
-            let e = e?;
-            let md = e.metadata()?;
+        for e in fs::read_dir(&d).map_err(|e| at(e, &d))? {
+            let e = e.map_err(|e| at(e, &d))?;
+            let md = e.metadata().map_err(|err| at(err, &e.path()))?;
             n += 1;
             if md.is_dir() {
                 stack.push(e.path());
@@ -308,7 +318,7 @@ fn list(dir: &Path) -> io::Result<u64> {
 }
 
 fn read_file(p: &Path) -> io::Result<u64> {
-    let mut f = File::open(p)?;
+    let mut f = File::open(p).map_err(|e| at(e, p))?;
     let mut buf = vec![0u8; 1 << 20];
     let mut total = 0;
     loop {
@@ -360,7 +370,8 @@ fn deep_lookups(root: &Path, m: &Manifest) -> io::Result<u64> {
     let dir = root.join(&m.deep_dir);
     let mut found = 0;
     for n in &m.deep_names {
-        fs::symlink_metadata(dir.join(n))?;
+        let p = dir.join(n);
+        fs::symlink_metadata(&p).map_err(|e| at(e, &p))?;
         found += 1;
     }
     for n in &m.deep_missing {
