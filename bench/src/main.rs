@@ -12,6 +12,7 @@
 mod chart;
 mod layerset;
 mod machine;
+mod micro;
 mod report;
 mod rng;
 mod rootfs;
@@ -80,6 +81,9 @@ struct Args {
     /// TTF font for the chart (default: DejaVu Sans from the usual places).
     #[arg(long)]
     font: Option<PathBuf>,
+    /// Run the micro-benchmarks of the union core (no mount) instead; writes micro.md.
+    #[arg(long)]
+    micro: bool,
     /// List the workloads and exit.
     #[arg(long)]
     list: bool,
@@ -137,6 +141,25 @@ fn run(args: Args) -> Result<(), String> {
         .map_err(|e| format!("building the test set: {e}"))?;
     let set_dir = layerset::set_dir(&work, args.seed, &scale);
     std::env::set_current_dir(&set_dir).map_err(|e| format!("cd {}: {e}", set_dir.display()))?;
+
+    if args.micro {
+        eprintln!(
+            "micro-benchmarks of unionmount's union core over {}",
+            set_dir.display()
+        );
+        let res = micro::run(&set_dir, &manifest, rounds.max(3))?;
+        machine.loadavg_end = machine::loadavg();
+        let md = format!(
+            "# unionmount micro-benchmarks\n\n{} scale, median of {} repetitions, {}.\n\n{}",
+            scale.name,
+            rounds.max(3),
+            machine.one_line(),
+            micro::markdown(&res)
+        );
+        fs::write(out.join("micro.md"), &md).map_err(|e| format!("writing micro.md: {e}"))?;
+        println!("{md}");
+        return Ok(());
+    }
 
     // Which filesystems can we measure? Probe each with one mount of the main stack.
     let mut tgts = Vec::new();

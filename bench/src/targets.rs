@@ -201,7 +201,17 @@ impl Mounted {
                 std::thread::sleep(Duration::from_millis(5));
             }
         }
-        if let Err(e) = fs::remove_dir_all(&self.run_dir)
+        // A daemon may still be clearing its work dir: retry once if something vanished.
+        let mut rm = fs::remove_dir_all(&self.run_dir);
+        if rm
+            .as_ref()
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+            && self.run_dir.exists()
+        {
+            std::thread::sleep(Duration::from_millis(100));
+            rm = fs::remove_dir_all(&self.run_dir);
+        }
+        if let Err(e) = rm
             && res.is_ok()
         {
             res = Err(format!("rm -rf {}: {e}", self.run_dir.display()));

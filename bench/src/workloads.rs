@@ -335,15 +335,16 @@ fn read_tree(dir: &Path) -> io::Result<u64> {
     let mut total = 0;
     let mut buf = vec![0u8; 64 << 10];
     while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d)? {
-            let e = e?;
+        for e in fs::read_dir(&d).map_err(|e| at(e, &d))? {
+            let e = e.map_err(|e| at(e, &d))?;
             let ft = e.file_type()?;
             if ft.is_dir() {
                 stack.push(e.path());
             } else if ft.is_file() {
-                let mut f = File::open(e.path())?;
+                let p = e.path();
+                let mut f = File::open(&p).map_err(|err| at(err, &p))?;
                 loop {
-                    match f.read(&mut buf)? {
+                    match f.read(&mut buf).map_err(|err| at(err, &p))? {
                         0 => break,
                         n => total += n as u64,
                     }

@@ -1,7 +1,8 @@
 //! Smoke test of the benchmark machinery: `--quick`, one round, against kernel overlayfs
 //! and whichever FUSE targets are installed (fuse-overlayfs, a built unionmount). It checks
 //! that every output is written and that kernel and fuse-overlayfs samples succeed; it
-//! asserts nothing about timings. Needs root (skips otherwise).
+//! asserts nothing about timings. Then the micro-benchmarks, `--quick --micro`. Needs
+//! root (skips otherwise).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -63,6 +64,20 @@ fn quick_run_writes_results() {
     let two_targets = json["targets"].as_array().is_some_and(|t| t.len() > 1);
     if two_targets && Path::new("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf").exists() {
         assert!(out.join("ratios.png").exists(), "chart not drawn");
+    }
+
+    let status = Command::new(env!("CARGO_BIN_EXE_unionmount-bench"))
+        .args(["--quick", "--micro"])
+        .arg("--work-dir")
+        .arg(&work)
+        .arg("--out")
+        .arg(&out)
+        .status()
+        .expect("run unionmount-bench --micro");
+    assert!(status.success(), "unionmount-bench --micro failed: {status}");
+    let micro = std::fs::read_to_string(out.join("micro.md")).expect("micro.md");
+    for id in ["lookup-hit", "lookup-miss-main", "lookup-miss-deep", "readdir-wide", "readdir-deep"] {
+        assert!(micro.contains(&format!("| {id} |")), "{id} missing: {micro}");
     }
     std::fs::remove_dir_all(&base).expect("clean up");
 }
