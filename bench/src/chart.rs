@@ -72,7 +72,7 @@ pub fn draw(rec: &Record, out: &Path, font: Option<&Path>) -> Result<(), String>
         .filter(|x| *x > 0.0)
         .collect();
     let lo = all.iter().copied().fold(1.0f64, f64::min) / 1.6;
-    let hi = all.iter().copied().fold(1.0f64, f64::max) * 1.8;
+    let hi = all.iter().copied().fold(1.0f64, f64::max) * 3.0;
     let n = rows.len();
     let height = 120 + 40 * n as u32;
     draw_inner(out, height, lo, hi, &rows, &cols, rec)
@@ -147,7 +147,7 @@ fn draw_inner(
     ))?;
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
+        .position(SeriesLabelPosition::UpperRight)
         .background_style(WHITE.mix(0.9))
         .border_style(BLACK)
         .label_font(("sans-serif", 14))

@@ -171,6 +171,9 @@ pub fn set_dir(work: &Path, seed: u64, scale: &Scale) -> PathBuf {
 pub fn ensure(work: &Path, seed: u64, scale: &Scale, rebuild: bool) -> io::Result<Manifest> {
     let dir = set_dir(work, seed, scale);
     let mf = dir.join("manifest.json");
+    // One builder at a time per work dir; a concurrent run waits, then reuses the set.
+    let lock = fs::File::create(work.join(".lock"))?;
+    sys::flock_exclusive(&lock)?;
     if !rebuild
         && let Ok(text) = fs::read_to_string(&mf)
         && let Ok(m) = serde_json::from_str::<Manifest>(&text)

@@ -134,8 +134,10 @@ fn run(args: Args) -> Result<(), String> {
         return Err("no such workload (see --list)".into());
     }
     let mut machine = machine::Machine::probe(&work);
-    let run_root = work.join("run");
-    cleanup_runs(&run_root);
+    // Mounts live under run-PID, so concurrent runs sharing a work dir never touch each
+    // other's mounts; what dead runs left behind is cleaned up.
+    let run_root = work.join(format!("run-{}", std::process::id()));
+    cleanup_stale_runs(&work);
 
     let manifest = layerset::ensure(&work, args.seed, &scale, args.rebuild)
         .map_err(|e| format!("building the test set: {e}"))?;
@@ -316,8 +318,31 @@ fn run(args: Args) -> Result<(), String> {
     Ok(())
 }
 
-/// Unmount and delete what an interrupted earlier run left under `run_root`.
-fn cleanup_runs(run_root: &Path) {
+/// Unmount and delete what interrupted earlier runs left: `WORK/run-PID` dirs whose
+/// process is gone.
+fn cleanup_stale_runs(work: &Path) {
+    let Ok(entries) = fs::read_dir(work) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("run-")
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let exe = fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+        let running = exe
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("unionmount-bench"));
+        if !running {
+            cleanup_run(&e.path());
+        }
+    }
+}
+
+fn cleanup_run(run_root: &Path) {
     let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
         return;
     };

@@ -103,3 +103,10 @@ pub fn statfs_type(path: &Path) -> io::Result<i64> {
     check(unsafe { libc::statfs(c.as_ptr(), &mut s) })?;
     Ok(s.f_type as i64)
 }
+
+/// Block until `f` holds an exclusive flock (released when `f` is closed).
+pub fn flock_exclusive(f: &std::fs::File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the fd is valid for the lifetime of `f`.
+    check(unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) })
+}

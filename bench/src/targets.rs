@@ -1,8 +1,8 @@
 //! The filesystems under test and how to mount, find and unmount them.
 //!
-//! Every sample gets a fresh mount: `RUN/N/{u,w,m}` (upper, work, mount point) is created,
+//! Every sample gets a fresh mount: `WORK/run-PID/N/{u,w,m}` (upper, work, mount point) is created,
 //! the same lower layers are mounted with the target, the workload runs, then the mount is
-//! unmounted, the daemon (for FUSE targets) is waited for, and `RUN/N` is deleted.
+//! unmounted, the daemon (for FUSE targets) is waited for, and `WORK/run-PID/N` is deleted.
 //! Lowerdir paths are relative to the set dir, which is the process's working directory
 //! (kernel) or the launcher's (FUSE), as containers/storage does with its `l/` links.
 

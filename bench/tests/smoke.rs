@@ -74,10 +74,22 @@ fn quick_run_writes_results() {
         .arg(&out)
         .status()
         .expect("run unionmount-bench --micro");
-    assert!(status.success(), "unionmount-bench --micro failed: {status}");
+    assert!(
+        status.success(),
+        "unionmount-bench --micro failed: {status}"
+    );
     let micro = std::fs::read_to_string(out.join("micro.md")).expect("micro.md");
-    for id in ["lookup-hit", "lookup-miss-main", "lookup-miss-deep", "readdir-wide", "readdir-deep"] {
-        assert!(micro.contains(&format!("| {id} |")), "{id} missing: {micro}");
+    for id in [
+        "lookup-hit",
+        "lookup-miss-main",
+        "lookup-miss-deep",
+        "readdir-wide",
+        "readdir-deep",
+    ] {
+        assert!(
+            micro.contains(&format!("| {id} |")),
+            "{id} missing: {micro}"
+        );
     }
     std::fs::remove_dir_all(&base).expect("clean up");
 }
