@@ -111,11 +111,10 @@ fn plan(args: &MountArgs) -> Result<Plan, String> {
         }
     }
     let checked = check_layers(&mut spec, &mnt);
-    if checked.is_err() {
-        if let Some(d) = &ephemeral {
+    if checked.is_err()
+        && let Some(d) = &ephemeral {
             remove_ephemeral(d);
         }
-    }
     checked?;
     Ok(Plan { spec, mountpoint: mnt, image, ephemeral })
 }
