@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 pub const ROOT_INO: u64 = 1;
 const LAYER_SHIFT: u32 = 48;
@@ -28,24 +28,31 @@ const INO_MASK: u64 = (1 << LAYER_SHIFT) - 1;
 /// Layer index in `LayerStack::layers` (0 = upper when there is one).
 pub type LayerIdx = u16;
 
-/// An `O_PATH` fd on an object of one layer. For directories it also remembers
-/// whether a listing found no `.wh.` markers in it, which spares lookups the
-/// `.wh.NAME` probe (reset when this daemon writes a marker there).
+/// An `O_PATH` fd on an object of one layer. For a lower directory it also
+/// remembers whether it holds `.wh.` markers (unknown until listed), which spares
+/// lookups the `.wh.NAME` probe where there are none. Lower layers never change,
+/// so the answer stays true; upper directories are never marked.
 #[derive(Debug)]
 pub struct Held {
     fd: OwnedFd,
-    no_wh: AtomicBool,
+    /// 0 unknown, 1 no markers, 2 has markers.
+    markers: AtomicU8,
 }
 
 impl Held {
     pub fn new(fd: OwnedFd) -> Arc<Held> {
-        Arc::new(Held { fd, no_wh: AtomicBool::new(false) })
+        Arc::new(Held { fd, markers: AtomicU8::new(0) })
     }
-    pub fn no_wh(&self) -> bool {
-        self.no_wh.load(Ordering::Relaxed)
+    /// Some(true/false) once known.
+    pub fn has_markers(&self) -> Option<bool> {
+        match self.markers.load(Ordering::Relaxed) {
+            1 => Some(false),
+            2 => Some(true),
+            _ => None,
+        }
     }
-    pub fn set_no_wh(&self, v: bool) {
-        self.no_wh.store(v, Ordering::Relaxed)
+    pub fn set_has_markers(&self, v: bool) {
+        self.markers.store(if v { 2 } else { 1 }, Ordering::Relaxed)
     }
 }
 

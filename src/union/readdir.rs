@@ -91,7 +91,7 @@ impl UnionFs {
             // Lower layers never change: remember a marker-free directory so
             // lookups can skip the `.wh.NAME` probe there.
             if !(self.has_upper() && *layer == 0) {
-                dfd.set_no_wh(!markers);
+                dfd.set_has_markers(markers);
             }
         }
         Ok(out)

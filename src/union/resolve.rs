@@ -41,15 +41,43 @@ pub fn wh_name(name: &OsStr) -> SysResult<CString> {
     CString::new(b).map_err(|_| Errno::EINVAL)
 }
 
+/// Directories up to this size are listed once to learn whether they hold `.wh.`
+/// markers at all, instead of probing `.wh.NAME` on every miss.
+const SCAN_MAX_DIR_BYTES: u64 = 16 * 1024;
+
 /// Does `dir` (in `layer`) hold a `.wh.NAME` whiteout for `name`?
 fn has_wh_file(stack: &LayerStack, layer: LayerIdx, dir: &Held, name: &OsStr) -> bool {
-    if !stack.layers[layer as usize].wh_files || dir.no_wh() {
+    if !stack.layers[layer as usize].wh_files {
         return false;
+    }
+    let upper = stack.has_upper() && layer == 0;
+    match dir.has_markers() {
+        Some(false) => return false,
+        Some(true) => {}
+        None if !upper => {
+            if let Some(has) = scan_small_dir(dir) {
+                dir.set_has_markers(has);
+                if !has {
+                    return false;
+                }
+            }
+        }
+        None => {}
     }
     match wh_name(name) {
         Ok(w) => fs::stat_at(dir.as_fd(), &w).is_ok(),
         Err(_) => false,
     }
+}
+
+/// For a small directory: does it hold any `.wh.` entry? None for big ones.
+fn scan_small_dir(dir: &Held) -> Option<bool> {
+    let st = fs::fstat(dir.as_fd()).ok()?;
+    if st.size() > SCAN_MAX_DIR_BYTES {
+        return None;
+    }
+    let entries = crate::sys::dir::read_all(dir.as_fd()).ok()?;
+    Some(entries.iter().any(|e| e.name.as_bytes().starts_with(b".wh.")))
 }
 
 /// Is directory `dir` of `layer` opaque?
