@@ -5,8 +5,9 @@
 mod common;
 
 use common::fsops::{self as fs, Errno, Transcript};
-use common::layer_spec::{FIXED_TIME, LayerSet};
-use common::overlay_harness::{Pair, should_skip};
+use common::layer_spec::{FIXED_TIME, Format, LayerSet};
+use common::overlay_harness::{Pair, Single, expected_tree, should_skip};
+use common::tree;
 use std::path::Path;
 
 /// Bottom layer, top layer, and an upper that already holds a little.
@@ -476,4 +477,59 @@ fn errno_parity() {
         t.rec("chmod missing", fs::chmod(&j("removed"), 0o644));
         t.rec("rmdir .", fs::rmdir(&j("data/.")));
     });
+}
+
+/// Operations exercising whiteouts and opaque directories, for the format scenarios.
+fn whiteout_ops(r: &Path, _kernel: bool, t: &mut Transcript) {
+    for d in ["", "data", "opq", "full", "gone"] {
+        t.rec(&format!("list /{d}"), fs::list_names(&r.join(d)));
+    }
+    for p in ["removed", "gone/x", "opq/hidden", "full/two"] {
+        t.rec(&format!("lookup {p}"), fs::describe(&r.join(p)));
+    }
+    t.rec("rmdir gone (empty once whiteouts counted)", fs::rmdir(&r.join("gone")));
+    t.rec("unlink lower file", fs::unlink(&r.join("full/one")));
+    t.rec("create over whiteout", fs::write_file(&r.join("full/two"), libc::O_CREAT | libc::O_EXCL, b"2 again"));
+    t.rec("mkdir over whiteout", fs::mkdir(&r.join("removed"), 0o755));
+    t.rec("list data", fs::list_names(&r.join("data")));
+    t.rec("lookup data/c.txt", fs::describe(&r.join("data/c.txt")));
+}
+
+/// The FUSE copy holds `.wh.NAME` whiteouts and `.wh..wh..opq` markers in every layer (as
+/// container tools unpack them); the kernel reads the same layers in overlay format.
+#[test]
+fn oci_whiteout_format_behaves_like_overlay_format() {
+    if should_skip("oci_format") {
+        return;
+    }
+    let mut p = Pair::with_formats(&base(), &[Format::Oci, Format::Oci], Format::Oci, "");
+    p.run(whiteout_ops);
+    p.finish(true);
+}
+
+/// Mixed: top lower in OCI format, bottom lower and upper in overlay format.
+#[test]
+fn mixed_whiteout_formats() {
+    if should_skip("mixed_formats") {
+        return;
+    }
+    let mut p = Pair::with_formats(&base(), &[Format::Oci, Format::Overlay], Format::Overlay, "");
+    p.run(whiteout_ops);
+    p.finish(true);
+}
+
+/// Layers only the FUSE fs reads (OCI whiteouts, `user.overlay.opaque`), checked against an
+/// expected merged tree instead of the kernel.
+#[test]
+fn oci_and_user_xattr_opaque_against_expected_tree() {
+    if should_skip("expected_tree") {
+        return;
+    }
+    let bottom = "f a 1\nf b 2\nd d1\nf d1/x x\nd d2\nf d2/y y\nd d3\nf d3/z z\n";
+    let top = "w a\nd d1 opaque\nf d1/new new\nd d2 x:user.overlay.opaque=y\nw d3/z\nf c 3\n";
+    let set = LayerSet::new(&[top, bottom], "w b\nd d3\n");
+    let s = Single::new(&set, &[Format::Oci, Format::Overlay], Format::Oci, "");
+    let expected = expected_tree("d d1\nf d1/new new\nd d2\nd d3\nf c 3\n");
+    let got = tree::snapshot(&s.mount.mnt);
+    tree::assert_same("OCI-format layers", "expected", &expected, &common::overlay_harness::fuse_label(), &got);
 }
