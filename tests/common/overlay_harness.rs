@@ -262,7 +262,15 @@ impl Pair {
 
     /// Compare transcripts and merged trees, unmount both, compare uppers (when
     /// `compare_upper`); panics with one report listing every difference.
-    pub fn finish(mut self, compare_upper: bool) {
+    pub fn finish(self, compare_upper: bool) {
+        let klog = self.klog.clone();
+        if let Some(report) = self.compare(compare_upper) {
+            panic!("kernel overlayfs vs {}:\n{report}\nkernel transcript:\n  {}", fuse_label(), klog.0.join("\n  "));
+        }
+    }
+
+    /// Like `finish`, but returns the report of differences instead of panicking.
+    pub fn compare(mut self, compare_upper: bool) -> Option<String> {
         let fl = fuse_label();
         let mut report = String::new();
         if let Some(d) = fsops::diff_transcripts("kernel", &self.klog, &fl, &self.flog) {
@@ -286,9 +294,7 @@ impl Pair {
                 report.push_str(&format!("upper dirs differ:\n{d}"));
             }
         }
-        if !report.is_empty() {
-            panic!("kernel overlayfs vs {fl}:\n{report}\nkernel transcript:\n  {}", self.klog.0.join("\n  "));
-        }
+        if report.is_empty() { None } else { Some(report) }
     }
 }
 
