@@ -1,0 +1,341 @@
+//! The ways the world calls unionmount: directly, through `mount -t fuse.unionmount`, and
+//! as containers/storage's mount_program; what /proc/self/mountinfo shows; the one-line
+//! error for each refused setup; clean exit on SIGTERM/SIGINT and on unmount.
+
+mod common;
+
+use common::fsops as fs;
+use common::layer_spec::{Format, LayerDirs, LayerSet};
+use common::overlay_harness::{Mounted, daemon_pids, fuse_bin, fuse_label, mountinfo_line, run_bounded, should_skip, wait_gone};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const LOWER: &str = "f hello world\nd dir\nf dir/inner inner\n";
+const TOP: &str = "f top top\n";
+
+fn setup() -> (tempfile::TempDir, LayerDirs) {
+    let tmp = tempfile::Builder::new().prefix("umcli").tempdir().unwrap();
+    let set = LayerSet::new(&[TOP, LOWER], "");
+    let dirs = set.build(&tmp.path().join("x"), &[], Format::Overlay);
+    (tmp, dirs)
+}
+
+/// The merged view works: lower content readable, a write lands in upper (if any).
+fn check_works(mnt: &Path, upper: Option<&Path>) {
+    assert_eq!(fs::cat(&mnt.join("hello")).unwrap(), "world");
+    assert_eq!(fs::cat(&mnt.join("top")).unwrap(), "top");
+    assert_eq!(fs::list_names(&mnt.join("dir")).unwrap(), vec!["inner"]);
+    match upper {
+        Some(u) => {
+            fs::write_file(&mnt.join("new"), libc::O_CREAT, b"n").unwrap();
+            assert_eq!(fs::cat(&u.join("new")).unwrap(), "n");
+        }
+        None => {
+            let r = fs::write_file(&mnt.join("new"), libc::O_CREAT, b"n");
+            assert_eq!(r, Err(fs::Errno(libc::EROFS)), "read-only mount (no upperdir) must refuse writes");
+        }
+    }
+}
+
+/// (fs type, source) fields of the mountinfo line of `mnt`.
+fn type_and_source(mnt: &Path) -> (String, String) {
+    let line = mountinfo_line(mnt).unwrap_or_else(|| panic!("{mnt:?} not in mountinfo"));
+    let after = line.split(" - ").nth(1).expect("mountinfo separator");
+    let mut f = after.split(' ');
+    (f.next().unwrap().to_string(), f.next().unwrap().to_string())
+}
+
+fn assert_type(mnt: &Path, fsname: &str) {
+    let (ty, src) = type_and_source(mnt);
+    assert_eq!(ty, format!("fuse.{}", fuse_label()), "fs type in mountinfo");
+    assert_eq!(src, fsname, "fsname (source) in mountinfo");
+}
+
+#[test]
+fn direct_form() {
+    if should_skip("direct_form") {
+        return;
+    }
+    let (_tmp, d) = setup();
+    let mut m = Mounted::fuse(&d, "").unwrap();
+    assert_type(&d.mnt, &fuse_label());
+    check_works(&d.mnt, Some(&d.upper));
+    m.unmount().unwrap();
+}
+
+#[test]
+fn direct_form_options_after_positional_and_fsname() {
+    if should_skip("options_after_positional") {
+        return;
+    }
+    let (_tmp, d) = setup();
+    let opts = format!("{},fsname=myimage,some_unknown_option=1,noatime", d.overlay_options());
+    let mut cmd = Command::new(fuse_bin());
+    cmd.arg(&d.mnt).arg("-o").arg(&opts);
+    let (code, _, err) = run_bounded(&mut cmd, Duration::from_secs(30));
+    assert_eq!(code, Some(0), "stderr: {err}");
+    let mut m = Mounted::adopt(&d.mnt);
+    assert_type(&d.mnt, "myimage");
+    check_works(&d.mnt, Some(&d.upper));
+    m.unmount().unwrap();
+}
+
+#[test]
+fn read_only_without_upper_and_escaped_colon() {
+    if should_skip("read_only") {
+        return;
+    }
+    let (tmp, d) = setup();
+    // A lower directory whose name holds a colon, written `\:` in lowerdir.
+    let odd = tmp.path().join("odd:name");
+    std::fs::rename(&d.lowers[1], &odd).unwrap();
+    let esc = odd.to_string_lossy().replace(':', "\\:");
+    let opts = format!("lowerdir={}:{esc}", d.lowers[0].display());
+    let mut m = Mounted::fuse_args(&["-o", &opts], &d.mnt).unwrap();
+    check_works(&d.mnt, None);
+    m.unmount().unwrap();
+}
+
+#[test]
+fn source_positional_form() {
+    if should_skip("source_positional") {
+        return;
+    }
+    let (_tmp, d) = setup();
+    let opts = d.overlay_options();
+    let mut m = Mounted::fuse_args(&["some-source", "-o", &opts], &d.mnt).unwrap();
+    check_works(&d.mnt, Some(&d.upper));
+    m.unmount().unwrap();
+}
+
+/// mount(8) → mount.fuse3 → `unionmount SRC MNT -o opts` found through PATH.
+#[test]
+fn mount_t_fuse_form() {
+    if should_skip("mount_t_fuse_form") {
+        return;
+    }
+    let (tmp, d) = setup();
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::os::unix::fs::symlink(fuse_bin(), bin.join(fuse_label())).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into()));
+    let mut cmd = Command::new("mount");
+    cmd.env("PATH", &path)
+        .args(["-t", &format!("fuse.{}", fuse_label()), "imagesrc"])
+        .arg(&d.mnt)
+        .args(["-o", &d.overlay_options()]);
+    let (code, out, err) = run_bounded(&mut cmd, Duration::from_secs(30));
+    assert_eq!(code, Some(0), "mount -t failed: {out}{err}");
+    let mut m = Mounted::adopt(&d.mnt);
+    let (ty, _src) = type_and_source(&d.mnt);
+    assert_eq!(ty, format!("fuse.{}", fuse_label()));
+    check_works(&d.mnt, Some(&d.upper));
+    // umount(8) must end the daemon too.
+    let pids = daemon_pids(&d.mnt);
+    let (code, out, err) = run_bounded(Command::new("umount").arg(&d.mnt), Duration::from_secs(30));
+    assert_eq!(code, Some(0), "umount failed: {out}{err}");
+    assert!(wait_gone(&pids, &d.mnt, Duration::from_secs(20)), "daemon still running after umount");
+    let _ = m.unmount();
+}
+
+/// containers/storage: run from the driver's home with relative lower paths, an empty
+/// option, `volatile`, id mappings and a quoted SELinux context holding commas.
+#[test]
+fn mount_program_form() {
+    if should_skip("mount_program_form") {
+        return;
+    }
+    let (_tmp, d) = setup();
+    let home = d.base.clone();
+    for extra in [
+        ",volatile".to_string(),
+        ",volatile,uidmapping=0:1000:1,gidmapping=0:1000:1".to_string(),
+        ",volatile,context=\"system_u:object_r:container_file_t:s0:c1,c2\",xino=off,metacopy=on".to_string(),
+    ] {
+        let opts = format!("lowerdir=lower0:lower1,upperdir=upper,workdir=work,{extra}");
+        let mut cmd = Command::new(fuse_bin());
+        cmd.current_dir(&home).args(["-o", &opts]).arg("mnt");
+        let (code, _, err) = run_bounded(&mut cmd, Duration::from_secs(30));
+        assert_eq!(code, Some(0), "options {opts:?}: stderr {err}");
+        let mut m = Mounted::adopt(&d.mnt);
+        assert!(mountinfo_line(&d.mnt).is_some(), "options {opts:?}: not mounted");
+        assert_eq!(fs::cat(&d.mnt.join("hello")).unwrap(), "world", "options {opts:?}");
+        assert_eq!(fs::list_names(&d.mnt.join("dir")).unwrap(), vec!["inner"]);
+        m.unmount().unwrap();
+    }
+}
+
+/// Run the binary with `args`; it must fail with exactly one line on stderr and mount nothing.
+fn expect_refusal(what: &str, args: &[String], cwd: &Path, mnt: &Path) {
+    let mut cmd = Command::new(fuse_bin());
+    cmd.current_dir(cwd).args(args);
+    let (code, _out, err) = run_bounded(&mut cmd, Duration::from_secs(30));
+    let mounted = mountinfo_line(mnt).is_some();
+    let _guard = mounted.then(|| Mounted::adopt(mnt));
+    assert!(!mounted, "{what}: mounted anyway");
+    assert!(code.is_some_and(|c| c != 0), "{what}: exit code {code:?}, want non-zero");
+    let lines: Vec<&str> = err.trim().lines().collect();
+    assert_eq!(lines.len(), 1, "{what}: want one line on stderr, got {lines:?}");
+    eprintln!("{what}: {}", lines[0]);
+}
+
+/// Set up layers and run `case` (which returns the arguments and the path that must not
+/// get mounted), then expect a one-line refusal.
+fn refusal(what: &str, case: impl FnOnce(&Path, &LayerDirs) -> (Vec<String>, std::path::PathBuf)) {
+    if should_skip(what) {
+        return;
+    }
+    let (tmp, d) = setup();
+    let (args, mnt) = case(tmp.path(), &d);
+    expect_refusal(what, &args, tmp.path(), &mnt);
+}
+
+fn args(opts: String, mnt: &Path) -> Vec<String> {
+    vec!["-o".to_string(), opts, mnt.display().to_string()]
+}
+
+#[test]
+fn refuses_missing_lowerdir() {
+    refusal("missing lowerdir", |_, d| {
+        (args(format!("upperdir={},workdir={}", d.upper.display(), d.work.display()), &d.mnt), d.mnt.clone())
+    });
+}
+
+#[test]
+fn refuses_nonexistent_lowerdir() {
+    refusal("lowerdir does not exist", |tmp, d| {
+        let opts = format!("lowerdir={},upperdir={},workdir={}", tmp.join("nope").display(), d.upper.display(), d.work.display());
+        (args(opts, &d.mnt), d.mnt.clone())
+    });
+}
+
+#[test]
+fn refuses_mountpoint_not_a_directory() {
+    refusal("mountpoint not a directory", |tmp, d| {
+        let file = tmp.join("plainfile");
+        std::fs::write(&file, "x").unwrap();
+        (args(d.overlay_options(), &file), file)
+    });
+}
+
+#[test]
+fn refuses_missing_mountpoint() {
+    refusal("mountpoint does not exist", |tmp, d| {
+        let missing = tmp.join("does-not-exist");
+        (args(d.overlay_options(), &missing), missing)
+    });
+}
+
+#[test]
+fn refuses_layer_inside_mountpoint() {
+    refusal("layer inside the mountpoint", |_, d| {
+        let inside = d.mnt.join("sub");
+        std::fs::create_dir(&inside).unwrap();
+        let opts = format!("lowerdir={},upperdir={},workdir={}", inside.display(), d.upper.display(), d.work.display());
+        (args(opts, &d.mnt), d.mnt.clone())
+    });
+}
+
+#[test]
+fn refuses_layer_that_is_the_mountpoint() {
+    refusal("layer is the mountpoint", |_, d| {
+        let opts = format!("lowerdir={},upperdir={},workdir={}", d.mnt.display(), d.upper.display(), d.work.display());
+        (args(opts, &d.mnt), d.mnt.clone())
+    });
+}
+
+#[test]
+fn refuses_workdir_inside_upperdir() {
+    refusal("workdir inside upperdir", |_, d| {
+        let w = d.upper.join("w");
+        std::fs::create_dir(&w).unwrap();
+        let opts = format!("lowerdir={},upperdir={},workdir={}", d.lowers[1].display(), d.upper.display(), w.display());
+        (args(opts, &d.mnt), d.mnt.clone())
+    });
+}
+
+#[test]
+fn refuses_upper_and_work_on_different_filesystems() {
+    if should_skip("different filesystems") {
+        return;
+    }
+    let (tmp, d) = setup();
+    let tmpfs = tmp.path().join("tmpfs");
+    std::fs::create_dir(&tmpfs).unwrap();
+    let mut mount = Command::new("mount");
+    mount.args(["-t", "tmpfs", "tmpfs"]).arg(&tmpfs);
+    let (code, out, err) = run_bounded(&mut mount, Duration::from_secs(30));
+    assert_eq!(code, Some(0), "mount tmpfs: {out}{err}");
+    let _tmpfs_guard = Mounted::adopt(&tmpfs);
+    let other_work = tmpfs.join("work");
+    std::fs::create_dir(&other_work).unwrap();
+    let opts = format!("lowerdir={},upperdir={},workdir={}", d.lowers[1].display(), d.upper.display(), other_work.display());
+    expect_refusal("upper and work on different filesystems", &args(opts, &d.mnt), tmp.path(), &d.mnt);
+}
+
+/// Wait (bounded) for `mnt` to appear in mountinfo: the only readiness signal of `-f`.
+fn wait_mounted(mnt: &Path, child: &mut std::process::Child) {
+    let start = Instant::now();
+    while mountinfo_line(mnt).is_none() {
+        if let Some(st) = child.try_wait().unwrap() {
+            panic!("foreground daemon exited before mounting: {st}");
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "not mounted after 30s");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn wait_exit(child: &mut std::process::Child) -> Option<std::process::ExitStatus> {
+    let start = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return Some(st);
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn foreground_daemon_ends_cleanly_on_sigterm_and_sigint() {
+    if should_skip("signals") {
+        return;
+    }
+    for sig in [libc::SIGTERM, libc::SIGINT] {
+        let (_tmp, d) = setup();
+        let mut child = Command::new(fuse_bin())
+            .args(["-f", "-o", &d.overlay_options()])
+            .arg(&d.mnt)
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_mounted(&d.mnt, &mut child);
+        let _guard = Mounted::adopt(&d.mnt);
+        check_works(&d.mnt, Some(&d.upper));
+        unsafe { libc::kill(child.id() as i32, sig) };
+        let st = wait_exit(&mut child).expect("daemon did not exit within 30s of the signal");
+        assert!(mountinfo_line(&d.mnt).is_none(), "signal {sig}: still mounted after exit");
+        assert_eq!(st.code(), Some(0), "signal {sig}: exit status {st}");
+    }
+}
+
+#[test]
+fn daemon_exits_on_fusermount_unmount() {
+    if should_skip("fusermount_unmount") {
+        return;
+    }
+    let (_tmp, d) = setup();
+    let m = Mounted::fuse(&d, "").unwrap();
+    let pids = daemon_pids(&d.mnt);
+    assert!(!pids.is_empty(), "no daemon process found for the mount");
+    let (code, out, err) = run_bounded(Command::new("fusermount3").arg("-u").arg(&d.mnt), Duration::from_secs(30));
+    assert_eq!(code, Some(0), "fusermount3 -u: {out}{err}");
+    assert!(wait_gone(&pids, &d.mnt, Duration::from_secs(20)), "daemon still running after fusermount3 -u");
+    assert!(mountinfo_line(&d.mnt).is_none());
+    drop(m);
+}
