@@ -166,8 +166,9 @@ fn mount_program_form() {
     }
 }
 
-/// Run the binary with `args`; it must fail with exactly one line on stderr and mount nothing.
-fn expect_refusal(what: &str, args: &[String], cwd: &Path, mnt: &Path) {
+/// Run the binary with `args`; it must fail with exactly one line on stderr, naming the
+/// problem (one of `keywords`, case-insensitive), and mount nothing.
+fn expect_refusal(what: &str, args: &[String], cwd: &Path, mnt: &Path, keywords: &[&str]) {
     let mut cmd = Command::new(fuse_bin());
     cmd.current_dir(cwd).args(args);
     let (code, _out, err) = run_bounded(&mut cmd, Duration::from_secs(30));
@@ -177,18 +178,24 @@ fn expect_refusal(what: &str, args: &[String], cwd: &Path, mnt: &Path) {
     assert!(code.is_some_and(|c| c != 0), "{what}: exit code {code:?}, want non-zero");
     let lines: Vec<&str> = err.trim().lines().collect();
     assert_eq!(lines.len(), 1, "{what}: want one line on stderr, got {lines:?}");
+    let l = lines[0].to_lowercase();
+    assert!(
+        keywords.iter().any(|k| l.contains(&k.to_lowercase())),
+        "{what}: the message {:?} names none of {keywords:?}",
+        lines[0]
+    );
     eprintln!("{what}: {}", lines[0]);
 }
 
 /// Set up layers and run `case` (which returns the arguments and the path that must not
 /// get mounted), then expect a one-line refusal.
-fn refusal(what: &str, case: impl FnOnce(&Path, &LayerDirs) -> (Vec<String>, std::path::PathBuf)) {
+fn refusal(what: &str, keywords: &[&str], case: impl FnOnce(&Path, &LayerDirs) -> (Vec<String>, std::path::PathBuf)) {
     if should_skip(what) {
         return;
     }
     let (tmp, d) = setup();
     let (args, mnt) = case(tmp.path(), &d);
-    expect_refusal(what, &args, tmp.path(), &mnt);
+    expect_refusal(what, &args, tmp.path(), &mnt, keywords);
 }
 
 fn args(opts: String, mnt: &Path) -> Vec<String> {
@@ -197,14 +204,14 @@ fn args(opts: String, mnt: &Path) -> Vec<String> {
 
 #[test]
 fn refuses_missing_lowerdir() {
-    refusal("missing lowerdir", |_, d| {
+    refusal("missing lowerdir", &["lowerdir"], |_, d| {
         (args(format!("upperdir={},workdir={}", d.upper.display(), d.work.display()), &d.mnt), d.mnt.clone())
     });
 }
 
 #[test]
 fn refuses_nonexistent_lowerdir() {
-    refusal("lowerdir does not exist", |tmp, d| {
+    refusal("lowerdir does not exist", &["nope"], |tmp, d| {
         let opts = format!("lowerdir={},upperdir={},workdir={}", tmp.join("nope").display(), d.upper.display(), d.work.display());
         (args(opts, &d.mnt), d.mnt.clone())
     });
@@ -212,7 +219,7 @@ fn refuses_nonexistent_lowerdir() {
 
 #[test]
 fn refuses_mountpoint_not_a_directory() {
-    refusal("mountpoint not a directory", |tmp, d| {
+    refusal("mountpoint not a directory", &["not a directory", "plainfile"], |tmp, d| {
         let file = tmp.join("plainfile");
         std::fs::write(&file, "x").unwrap();
         (args(d.overlay_options(), &file), file)
@@ -221,7 +228,7 @@ fn refuses_mountpoint_not_a_directory() {
 
 #[test]
 fn refuses_missing_mountpoint() {
-    refusal("mountpoint does not exist", |tmp, d| {
+    refusal("mountpoint does not exist", &["does-not-exist"], |tmp, d| {
         let missing = tmp.join("does-not-exist");
         (args(d.overlay_options(), &missing), missing)
     });
@@ -229,7 +236,7 @@ fn refuses_missing_mountpoint() {
 
 #[test]
 fn refuses_layer_inside_mountpoint() {
-    refusal("layer inside the mountpoint", |_, d| {
+    refusal("layer inside the mountpoint", &["mountpoint", "mount point"], |_, d| {
         let inside = d.mnt.join("sub");
         std::fs::create_dir(&inside).unwrap();
         let opts = format!("lowerdir={},upperdir={},workdir={}", inside.display(), d.upper.display(), d.work.display());
@@ -239,7 +246,7 @@ fn refuses_layer_inside_mountpoint() {
 
 #[test]
 fn refuses_layer_that_is_the_mountpoint() {
-    refusal("layer is the mountpoint", |_, d| {
+    refusal("layer is the mountpoint", &["mountpoint", "mount point"], |_, d| {
         let opts = format!("lowerdir={},upperdir={},workdir={}", d.mnt.display(), d.upper.display(), d.work.display());
         (args(opts, &d.mnt), d.mnt.clone())
     });
@@ -247,7 +254,7 @@ fn refuses_layer_that_is_the_mountpoint() {
 
 #[test]
 fn refuses_workdir_inside_upperdir() {
-    refusal("workdir inside upperdir", |_, d| {
+    refusal("workdir inside upperdir", &["workdir"], |_, d| {
         let w = d.upper.join("w");
         std::fs::create_dir(&w).unwrap();
         let opts = format!("lowerdir={},upperdir={},workdir={}", d.lowers[1].display(), d.upper.display(), w.display());
@@ -271,7 +278,8 @@ fn refuses_upper_and_work_on_different_filesystems() {
     let other_work = tmpfs.join("work");
     std::fs::create_dir(&other_work).unwrap();
     let opts = format!("lowerdir={},upperdir={},workdir={}", d.lowers[1].display(), d.upper.display(), other_work.display());
-    expect_refusal("upper and work on different filesystems", &args(opts, &d.mnt), tmp.path(), &d.mnt);
+    let kw = ["filesystem", "file system", "device"];
+    expect_refusal("upper and work on different filesystems", &args(opts, &d.mnt), tmp.path(), &d.mnt, &kw);
 }
 
 /// Wait (bounded) for `mnt` to appear in mountinfo: the only readiness signal of `-f`.
