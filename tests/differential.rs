@@ -170,6 +170,8 @@ fn copy_up_on_metadata_changes() {
         t.rec("utimens fifo", fs::utimens(&r.join("data/fifo"), (3000, 0), (3000, 0)));
         t.rec("chmod fifo", fs::chmod(&r.join("data/fifo"), 0o600));
         t.rec("chmod dev", fs::chmod(&r.join("data/null"), 0o666));
+        t.rec("chmod sparse", fs::chmod(&r.join("data/sparse"), 0o600));
+        t.rec("holes kept by copy-up", fs::lstat(&r.join("data/sparse")).map(|s| s.st_blocks * 512 < s.st_size / 2));
         for p in ["etc/shadow", "data/a.txt", "data/sub", "mv/tree", "data/fifo", "data/null"] {
             t.rec(&format!("describe {p}"), fs::describe(&r.join(p)));
         }
@@ -311,6 +313,8 @@ fn rename_directories() {
         t.rec("mkdir empty", fs::mkdir(&j("empty"), 0o755));
         t.rec("rename dir onto empty dir", mv("data/sub", "empty", 0));
         t.rec("noreplace dir", mv("opq", "etc", libc::RENAME_NOREPLACE));
+        t.rec("exchange lower dir with lower file", mv("opq", "x2", libc::RENAME_EXCHANGE));
+        t.rec("describe exchanged", fs::describe(&j("opq")).and(fs::list_names(&j("x2"))));
         t.rec("new dir in renamed", fs::write_file(&j("full2/new"), libc::O_CREAT, b"n"));
         t.rec("old path gone", fs::describe(&j("full")));
         t.rec("list full2", fs::list_names(&j("full2")));
@@ -532,4 +536,80 @@ fn oci_and_user_xattr_opaque_against_expected_tree() {
     let expected = expected_tree("d d1\nf d1/new new\nd d2\nd d3\nf c 3\n");
     let got = tree::snapshot(&s.mount.mnt);
     tree::assert_same("OCI-format layers", "expected", &expected, &common::overlay_harness::fuse_label(), &got);
+}
+
+/// A merged directory too large for one getdents call: each name once across calls.
+#[test]
+fn readdir_of_large_merged_dir_across_many_calls() {
+    let mut bottom = String::from("d big\n");
+    let mut top = String::from("d big\n");
+    let mut upper = String::new();
+    for i in 0..300 {
+        bottom.push_str(&format!("f big/file-with-a-longish-name-{i:03} b\n"));
+    }
+    for i in (0..300).step_by(3) {
+        top.push_str(&format!("f big/file-with-a-longish-name-{i:03} t\n"));
+        top.push_str(&format!("f big/top-only-{i:03} t\n"));
+    }
+    for i in (0..300).step_by(7) {
+        upper.push_str(&format!("w big/file-with-a-longish-name-{i:03}\n"));
+    }
+    scenario("large_readdir", LayerSet::new(&[&top, &bottom], &upper), true, |r, _, t| {
+        for bufsize in [300usize, 4096, 65536] {
+            let mut names = fs::getdents_names(&r.join("big"), bufsize).unwrap();
+            let n = names.len();
+            names.sort();
+            names.dedup();
+            t.note(format!("bufsize {bufsize}: {n} entries, {} distinct", names.len()));
+        }
+        t.rec("list", fs::list_names(&r.join("big")).map(|v| v.len()));
+    });
+}
+
+fn child_open(path: &std::ffi::CString, flags: i32) -> i32 {
+    let fd = unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC, 0o644) };
+    if fd < 0 {
+        return unsafe { *libc::__errno_location() };
+    }
+    unsafe { libc::close(fd) };
+    0
+}
+
+/// Permission checks for an unprivileged user, as the kernel does them.
+#[test]
+fn access_checks_for_unprivileged_user() {
+    let layer = "d pub mode=777\nd priv mode=700\nf priv/f secret mode=644\nf ro r mode=444 owner=1000:1000\n\
+                 f mine m mode=600 owner=1000:1000\nf theirs t mode=640 owner=0:1000\nf other o mode=600\n\
+                 d sticky mode=1777\nf sticky/root r mode=666\n";
+    scenario("access", LayerSet::new(&[layer], ""), true, |r, _, t| {
+        let c = |p: &str| fs::cpath(&r.join(p));
+        let (rd, wr) = (libc::O_RDONLY, libc::O_WRONLY);
+        for (label, path, flags) in [
+            ("read mine", "mine", rd),
+            ("write mine", "mine", wr),
+            ("read theirs via group", "theirs", rd),
+            ("write theirs via group", "theirs", wr),
+            ("read other", "other", rd),
+            ("read under 0700 dir", "priv/f", rd),
+            ("write 0444 own file", "ro", wr),
+            ("create in 0777 dir", "pub/new", wr | libc::O_CREAT),
+            ("create in root-owned dir", "new", wr | libc::O_CREAT),
+        ] {
+            let p = c(path);
+            t.rec(label, fs::as_user(1000, 1000, || child_open(&p, flags)));
+        }
+        let p = c("sticky/root");
+        t.rec("unlink other's file in sticky dir", fs::as_user(1000, 1000, || unsafe {
+            if libc::unlink(p.as_ptr()) == 0 { 0 } else { *libc::__errno_location() }
+        }));
+        let p = c("mine");
+        t.rec("chmod own lower file", fs::as_user(1000, 1000, || unsafe {
+            if libc::chmod(p.as_ptr(), 0o644) == 0 { 0 } else { *libc::__errno_location() }
+        }));
+        let p = c("other");
+        t.rec("chmod other's file", fs::as_user(1000, 1000, || unsafe {
+            if libc::chmod(p.as_ptr(), 0o666) == 0 { 0 } else { *libc::__errno_location() }
+        }));
+        t.rec("describe new", fs::describe(&r.join("pub/new")));
+    });
 }

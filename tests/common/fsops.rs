@@ -499,3 +499,54 @@ pub fn describe(p: &Path) -> SysResult<String> {
 pub fn cat(p: &Path) -> SysResult<String> {
     read_file(p).map(|v| String::from_utf8_lossy(&v).into_owned())
 }
+
+/// All names of a directory read with getdents64 into a `bufsize`-byte buffer, so that a
+/// large directory takes many calls (each continuing from the previous offset).
+pub fn getdents_names(p: &Path, bufsize: usize) -> SysResult<Vec<Vec<u8>>> {
+    let fd = open(p, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+    let mut buf = vec![0u8; bufsize];
+    let mut names = Vec::new();
+    loop {
+        let n = unsafe { libc::syscall(libc::SYS_getdents64, fd.as_raw_fd(), buf.as_mut_ptr(), buf.len()) };
+        if n < 0 {
+            return Err(Errno::last());
+        }
+        if n == 0 {
+            return Ok(names);
+        }
+        let mut off = 0usize;
+        while off < n as usize {
+            // struct linux_dirent64 { u64 d_ino; i64 d_off; u16 d_reclen; u8 d_type; char d_name[]; }
+            let reclen = u16::from_ne_bytes([buf[off + 16], buf[off + 17]]) as usize;
+            let name = &buf[off + 19..off + reclen];
+            let end = name.iter().position(|b| *b == 0).unwrap_or(name.len());
+            names.push(name[..end].to_vec());
+            off += reclen;
+        }
+    }
+}
+
+/// Run `op` in a forked child whose real, effective and saved uid/gid are `uid`/`gid` (no
+/// supplementary groups); returns what `op` returned (0 or an errno). `op` must only make
+/// raw syscalls: it runs after fork in a multi-threaded process.
+pub fn as_user(uid: u32, gid: u32, op: impl Fn() -> i32) -> SysResult<()> {
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(Errno::last());
+    }
+    if pid == 0 {
+        unsafe {
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setresgid(gid, gid, gid) != 0
+                || libc::setresuid(uid, uid, uid) != 0
+            {
+                libc::_exit(255);
+            }
+            libc::_exit(op());
+        }
+    }
+    let mut status = 0;
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    let code = libc::WEXITSTATUS(status);
+    if code == 0 { Ok(()) } else { Err(Errno(code)) }
+}

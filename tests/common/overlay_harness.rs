@@ -262,8 +262,12 @@ impl Pair {
 
     /// Compare transcripts and merged trees, unmount both, compare uppers (when
     /// `compare_upper`); panics with one report listing every difference.
+    /// With `UNIONMOUNT_TEST_VERBOSE` set, the kernel transcript is printed even on success.
     pub fn finish(self, compare_upper: bool) {
         let klog = self.klog.clone();
+        if std::env::var_os("UNIONMOUNT_TEST_VERBOSE").is_some() {
+            eprintln!("kernel transcript:\n  {}", klog.0.join("\n  "));
+        }
         if let Some(report) = self.compare(compare_upper) {
             panic!("kernel overlayfs vs {}:\n{report}\nkernel transcript:\n  {}", fuse_label(), klog.0.join("\n  "));
         }
