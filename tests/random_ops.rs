@@ -7,37 +7,15 @@
 //! Environment: `UNIONMOUNT_SEED` (default: time), `UNIONMOUNT_RANDOM_SEQS` (default 30),
 //! `UNIONMOUNT_RANDOM_OPS` (default 40). Sequence i uses seed SEED+i, so a failing sequence
 //! is replayed alone with `UNIONMOUNT_SEED=<its seed> UNIONMOUNT_RANDOM_SEQS=1`.
-//! PRNG: splitmix64, written here so that the sequence of a seed never changes with a
-//! dependency upgrade.
 
 mod common;
 
 use common::fsops::{self as fs, SysResult};
 use common::layer_spec::{Format, LayerSet};
 use common::overlay_harness::{Pair, fuse_label, should_skip};
+use common::rng::Rng;
 use std::fmt::Write as _;
 use std::path::Path;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-    fn pick<'a, T>(&mut self, v: &'a [T]) -> &'a T {
-        &v[self.below(v.len() as u64) as usize]
-    }
-}
 
 const NAMES: &[&str] = &["a", "b", "c", "d"];
 const MODES: &[u32] = &[0o644, 0o600, 0o755, 0o700, 0o640];
@@ -306,8 +284,7 @@ fn random_operation_sequences_match_kernel() {
     if should_skip("random_operation_sequences_match_kernel") {
         return;
     }
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
-    let seed = env_u64("UNIONMOUNT_SEED", now.as_secs() ^ u64::from(now.subsec_nanos()));
+    let seed = common::rng::seed_from_env("UNIONMOUNT_SEED");
     let seqs = env_u64("UNIONMOUNT_RANDOM_SEQS", 30);
     let n_ops = env_u64("UNIONMOUNT_RANDOM_OPS", 40) as usize;
     eprintln!("random_ops: UNIONMOUNT_SEED={seed}, {seqs} sequences of {n_ops} ops");

@@ -7,4 +7,5 @@
 pub mod fsops;
 pub mod layer_spec;
 pub mod overlay_harness;
+pub mod rng;
 pub mod tree;
