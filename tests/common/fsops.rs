@@ -162,10 +162,17 @@ pub fn read_file(p: &Path) -> SysResult<Vec<u8>> {
     read_fd(&fd)
 }
 
-/// open(flags) + write + close.
+/// open(flags) + write + close; an error from close (e.g. a failed flush) is reported.
 pub fn write_file(p: &Path, flags: i32, data: &[u8]) -> SysResult<()> {
     let fd = open(p, libc::O_WRONLY | flags, 0o644)?;
-    write_all(&fd, data)
+    write_all(&fd, data)?;
+    close(fd)
+}
+
+/// close(2) with its result (dropping an OwnedFd ignores it).
+pub fn close(fd: OwnedFd) -> SysResult<()> {
+    use std::os::fd::IntoRawFd;
+    check(unsafe { libc::close(fd.into_raw_fd()) })
 }
 
 pub fn fsync(fd: &OwnedFd) -> SysResult<()> {

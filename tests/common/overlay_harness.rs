@@ -211,6 +211,27 @@ impl Mounted {
     }
 }
 
+impl Mounted {
+    /// The daemon processes serving this mount (found by its mountpoint argument).
+    pub fn pids(&self) -> &[u32] {
+        &self.pids
+    }
+
+    /// SIGKILL the daemon (a crash), then detach the dead mount and wait for the processes
+    /// to be gone.
+    pub fn kill_daemon(&mut self) {
+        for p in &self.pids {
+            unsafe { libc::kill(*p as i32, libc::SIGKILL) };
+        }
+        let _ = wait_gone(&self.pids, &self.mnt, Duration::from_secs(20));
+        let m = fsops::cpath(&self.mnt);
+        if unsafe { libc::umount2(m.as_ptr(), 0) } != 0 {
+            unsafe { libc::umount2(m.as_ptr(), libc::MNT_DETACH) };
+        }
+        self.active = false;
+    }
+}
+
 impl Drop for Mounted {
     fn drop(&mut self) {
         if self.active {
