@@ -50,6 +50,8 @@ const NAMES: &[(i32, &str)] = &[
     (libc::ESTALE, "ESTALE"),
     (libc::EOVERFLOW, "EOVERFLOW"),
     (libc::ENOTCONN, "ENOTCONN"),
+    (libc::ECONNABORTED, "ECONNABORTED"),
+    (libc::EPROTO, "EPROTO"),
 ];
 
 impl Errno {

@@ -302,9 +302,13 @@ impl Pair {
             report.push_str(&format!("operation results differ:\n{d}"));
         }
         let km = tree::snapshot(&self.kernel.mnt);
-        let fm = tree::snapshot(&self.fuse.mnt);
-        if let Some(d) = tree::diff("kernel", &km, &fl, &fm) {
-            report.push_str(&format!("merged trees differ:\n{d}"));
+        match try_snapshot(&self.fuse.mnt, false) {
+            Ok(fm) => {
+                if let Some(d) = tree::diff("kernel", &km, &fl, &fm) {
+                    report.push_str(&format!("merged trees differ:\n{d}"));
+                }
+            }
+            Err(e) => report.push_str(&format!("cannot snapshot the FUSE mount: {e}\n")),
         }
         if let Err(e) = self.kernel.unmount() {
             report.push_str(&format!("kernel unmount: {e}\n"));
@@ -321,6 +325,16 @@ impl Pair {
         }
         if report.is_empty() { None } else { Some(report) }
     }
+}
+
+/// A snapshot that reports failure (e.g. ENOTCONN from a dead daemon) instead of panicking.
+pub fn try_snapshot(root: &Path, upper: bool) -> Result<Snapshot, String> {
+    if let Err(e) = fsops::lstat(root) {
+        return Err(format!("lstat {root:?}: {e}"));
+    }
+    std::panic::catch_unwind(|| if upper { tree::snapshot_upper(root) } else { tree::snapshot(root) }).map_err(|p| {
+        p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default()
+    })
 }
 
 /// The FUSE fs alone over one layer set (for layer formats the kernel cannot read).
