@@ -347,3 +347,64 @@ fn daemon_exits_on_fusermount_unmount() {
     assert!(mountinfo_line(&d.mnt).is_none());
     drop(m);
 }
+
+#[test]
+fn refuses_mountpoint_already_mounted() {
+    if should_skip("already mounted") {
+        return;
+    }
+    let (tmp, d) = setup();
+    let mut first = Mounted::fuse(&d, "").unwrap();
+    let pids = daemon_pids(&d.mnt);
+    let mut cmd = Command::new(fuse_bin());
+    cmd.args(["-o", &d.overlay_options()]).arg(&d.mnt);
+    let (code, _out, err) = run_bounded(&mut cmd, Duration::from_secs(30));
+    let stacked = daemon_pids(&d.mnt).into_iter().any(|p| !pids.contains(&p));
+    let lines: Vec<&str> = err.trim().lines().collect();
+    if stacked {
+        // Undo a second mount stacked on the first before failing.
+        let _second = Mounted::adopt(&d.mnt);
+    }
+    assert!(code.is_some_and(|c| c != 0) && !stacked, "mounting twice at one mountpoint: exit {code:?}, stacked {stacked}");
+    assert_eq!(lines.len(), 1, "want one line on stderr, got {lines:?}");
+    let l = lines[0].to_lowercase();
+    assert!(["mounted", "busy", "mountpoint", "mount point"].iter().any(|k| l.contains(k)), "message {:?}", lines[0]);
+    first.unmount().unwrap();
+    drop(tmp);
+}
+
+/// Random and malformed option strings and arguments: the binary may refuse them, but
+/// must never panic (exit 101 / "panicked" on stderr). The mountpoint never exists, so
+/// nothing gets mounted.
+#[test]
+fn malformed_options_never_panic() {
+    let seed = common::rng::seed_from_env("UNIONMOUNT_SEED");
+    let mut rng = common::rng::Rng(seed);
+    let pieces = [
+        "lowerdir=", "upperdir=", "workdir=", "/tmp", ":", "::", ",", ",,", "\\", "\\:", "\"", "=", "==",
+        "context=\"a,b\"", "context=\"", "uidmapping=0:1000:1", "uidmapping=x:y", "gidmapping=0:1000:65536:",
+        "squash_to_uid=", "squash_to_uid=-1", "fsname=", "volatile", "fsync=0", "cache_entries=", "cache_entries=99999999999999999999",
+        "ro", "rw", "xino=off", "metacopy=on", "\u{e9}", "\n", " ", "lowerdir=/nonexistent", "-", "--",
+    ];
+    let missing_mnt = "/nonexistent-unionmount-fuzz-mountpoint";
+    for i in 0..150 {
+        let n = 1 + rng.below(6);
+        let opts: String = (0..n).map(|_| *rng.pick(&pieces)).collect();
+        let mut args: Vec<std::ffi::OsString> = vec![];
+        match i % 4 {
+            0 => args.extend(["-o".into(), opts.clone().into(), missing_mnt.into()]),
+            1 => args.extend([missing_mnt.into(), "-o".into(), opts.clone().into()]),
+            2 => args.extend(["-o".into(), opts.clone().into()]),
+            _ => {
+                use std::os::unix::ffi::OsStringExt;
+                let raw = std::ffi::OsString::from_vec(vec![b'l', 0xff, b'=', 0xfe, b':']);
+                args.extend(["-o".into(), raw, "-f".into(), "-d".into(), missing_mnt.into(), "extra".into()]);
+            }
+        }
+        let mut cmd = Command::new(fuse_bin());
+        cmd.args(&args);
+        let (code, _out, err) = run_bounded(&mut cmd, Duration::from_secs(30));
+        assert!(code != Some(101) && !err.contains("panicked"), "seed {seed}, args {args:?}: panic (exit {code:?}): {err}");
+        assert!(code.is_some(), "seed {seed}, args {args:?}: killed or timed out: {err}");
+    }
+}
