@@ -1,0 +1,105 @@
+//! Rootless: the daemon run by an unprivileged user (uid/gid 4242, no passwd entry needed)
+//! mounts through fusermount3 in overlay mode. mknod and trusted.* are not allowed there,
+//! so whiteouts must be written as `.wh.` files (or user.overlay xattrs), and they must
+//! work: hidden in the merged view, also after a remount. Without `allow_other`, other
+//! users (root included) are kept out of the mount.
+
+mod common;
+
+use common::fsops::{self as fs, cpath};
+use common::layer_spec::{Format, LayerDirs, LayerSet};
+use common::overlay_harness::{Mounted, daemon_pids, fuse_bin, mountinfo_line, run_bounded, should_skip};
+use common::tree::{self, Kind};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+const UID: u32 = 4242;
+
+fn chown_tree(p: &Path) {
+    fs::lchown(p, UID, UID).unwrap();
+    if fs::is_dir(&fs::lstat(p).unwrap()) {
+        for n in fs::list_names(p).unwrap() {
+            chown_tree(&p.join(n));
+        }
+    }
+}
+
+fn mount_as_user(d: &LayerDirs) -> Result<Mounted, String> {
+    let mut cmd = Command::new(fuse_bin());
+    cmd.uid(UID).gid(UID).env_remove("XDG_RUNTIME_DIR").args(["-o", &d.overlay_options()]).arg(&d.mnt);
+    let (code, _, err) = run_bounded(&mut cmd, Duration::from_secs(30));
+    if code != Some(0) || mountinfo_line(&d.mnt).is_none() {
+        return Err(format!("rootless mount failed: exit {code:?}: {}", err.trim()));
+    }
+    Ok(Mounted::adopt(&d.mnt))
+}
+
+/// errno (0 = success) of a syscall made by the test user.
+fn user_call(f: impl Fn() -> i32) -> i32 {
+    match fs::as_user(UID, UID, f) {
+        Ok(()) => 0,
+        Err(e) => e.0,
+    }
+}
+
+fn errno_of(r: i32) -> i32 {
+    if r == 0 { 0 } else { unsafe { *libc::__errno_location() } }
+}
+
+#[test]
+fn rootless_mount_writes_usable_whiteouts() {
+    if should_skip("rootless") {
+        return;
+    }
+    let tmp = tempfile::Builder::new().prefix("umrootless").tempdir().unwrap();
+    fs::chmod(tmp.path(), 0o755).unwrap();
+    let set = LayerSet::new(&["f gone lower\nf kept k\nd emptyd\nd full\nf full/x x\n"], "");
+    let d = set.build(&tmp.path().join("x"), &[], Format::Overlay);
+    chown_tree(&d.base);
+    let mut m = mount_as_user(&d).unwrap();
+    let line = mountinfo_line(&d.mnt).unwrap();
+    assert!(line.contains(&format!("user_id={UID}")), "mount not owned by the user: {line}");
+
+    let c = |p: &str| cpath(&d.mnt.join(p));
+    let (gone, emptyd, full_x, full, new) = (c("gone"), c("emptyd"), c("full/x"), c("full"), c("new"));
+    assert_eq!(user_call(|| errno_of(unsafe { libc::unlink(gone.as_ptr()) })), 0, "unlink lower file");
+    assert_eq!(user_call(|| errno_of(unsafe { libc::access(gone.as_ptr(), libc::F_OK) })), libc::ENOENT, "whited-out file visible");
+    assert_eq!(user_call(|| errno_of(unsafe { libc::rmdir(emptyd.as_ptr()) })), 0, "rmdir lower dir");
+    assert_eq!(user_call(|| errno_of(unsafe { libc::mkdir(emptyd.as_ptr(), 0o755) })), 0, "mkdir over whiteout");
+    assert_eq!(user_call(|| errno_of(unsafe { libc::unlink(full_x.as_ptr()) })), 0, "unlink full/x");
+    assert_eq!(user_call(|| errno_of(unsafe { libc::rmdir(full.as_ptr()) })), 0, "rmdir emptied lower dir");
+    assert_eq!(user_call(|| errno_of(unsafe { libc::mkdir(full.as_ptr(), 0o700) })), 0, "mkdir over dir whiteout");
+    let fd_ok = || {
+        let fd = unsafe { libc::open(new.as_ptr(), libc::O_CREAT | libc::O_WRONLY, 0o644) };
+        if fd < 0 { errno_of(-1) } else { unsafe { libc::close(fd) } }
+    };
+    assert_eq!(user_call(fd_ok), 0, "create");
+
+    // allow_other was not asked for: root is kept out.
+    assert_eq!(fs::lstat(&d.mnt.join("kept")).map(|_| ()), Err(fs::Errno(libc::EACCES)), "root can enter a mount without allow_other");
+
+    let pids = daemon_pids(&d.mnt);
+    let mut um = Command::new("fusermount3");
+    um.uid(UID).gid(UID).arg("-u").arg(&d.mnt);
+    let (code, out, err) = run_bounded(&mut um, Duration::from_secs(30));
+    assert_eq!(code, Some(0), "fusermount3 -u as the user: {out}{err}");
+    assert!(common::overlay_harness::wait_gone(&pids, &d.mnt, Duration::from_secs(20)), "daemon still running");
+    let _ = m.unmount();
+
+    let upper = tree::snapshot_upper(&d.upper);
+    let kind = |p: &str| upper.get(p.as_bytes()).map(|n| n.kind.clone());
+    assert_eq!(kind("gone"), Some(Kind::Whiteout), "upper: {}", tree::render(&upper));
+    assert!(upper.get(b"emptyd".as_slice()).is_some_and(|n| n.kind == Kind::Dir && n.opaque), "emptyd must be an opaque dir: {}", tree::render(&upper));
+    assert!(upper.get(b"full".as_slice()).is_some_and(|n| n.kind == Kind::Dir && n.opaque), "full must be an opaque dir: {}", tree::render(&upper));
+    assert_eq!(kind("new"), Some(Kind::File));
+
+    // A fresh rootless mount honours what the first one wrote.
+    let mut m2 = mount_as_user(&d).unwrap();
+    let (kept, full_x) = (c("kept"), c("full/x"));
+    assert_eq!(user_call(|| errno_of(unsafe { libc::access(gone.as_ptr(), libc::F_OK) })), libc::ENOENT, "after remount: whiteout ignored");
+    assert_eq!(user_call(|| errno_of(unsafe { libc::access(full_x.as_ptr(), libc::F_OK) })), libc::ENOENT, "after remount: opaque dir ignored");
+    assert_eq!(user_call(|| errno_of(unsafe { libc::access(kept.as_ptr(), libc::F_OK) })), 0, "after remount: kept file missing");
+    m2.unmount().unwrap();
+}
