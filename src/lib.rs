@@ -8,7 +8,11 @@
 //! with `unsafe`. See docs/ARCHITECTURE.md.
 
 pub mod cli;
+pub mod fuse;
 pub mod inspect;
+pub mod layers;
+pub mod mount;
+pub mod union;
 pub mod record;
 pub mod store;
 pub mod sys;

@@ -1,0 +1,182 @@
+//! The layer stack: one root fd per layer, the upper layer and its work directory.
+//!
+//! Index 0 of `LayerStack::layers` is the upper layer when there is one; the lower
+//! layers follow, top first. Every access to layer content starts from one of these
+//! root fds and goes one component at a time without following symlinks
+//! (`sys::fs::open_at`), so nothing a layer holds can lead the daemon outside it.
+//!
+//! At open, `WORKDIR/work` is created if needed and emptied: anything there is a
+//! leftover of an interrupted copy-up, create or delete and was never visible.
+
+use crate::sys::{self, Errno, fs, xattr};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+/// How this mount writes whiteouts and opaque markers into the upper layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WhiteoutFormat {
+    /// Character device 0/0; opaque = `trusted.overlay.opaque=y` (root, as kernel overlayfs).
+    CharDev,
+    /// Empty `.wh.NAME` files; opaque = `.wh..wh..opq` (rootless, as containers-storage).
+    WhFile,
+}
+
+impl WhiteoutFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WhiteoutFormat::CharDev => "chardev",
+            WhiteoutFormat::WhFile => "whfile",
+        }
+    }
+}
+
+/// What the caller asks for.
+#[derive(Debug, Clone, Default)]
+pub struct StackSpec {
+    /// Lower layer directories, top first.
+    pub lowers: Vec<PathBuf>,
+    /// Whether each lower may hold `.wh.NAME` whiteouts (index-aligned; missing = true).
+    pub lower_wh_files: Vec<bool>,
+    pub upper: Option<PathBuf>,
+    pub work: Option<PathBuf>,
+    /// Force a whiteout format instead of probing.
+    pub whiteout: Option<WhiteoutFormat>,
+}
+
+/// One layer directory.
+#[derive(Debug)]
+pub struct Layer {
+    pub root: OwnedFd,
+    pub path: PathBuf,
+    pub dev: u64,
+    /// May hold `.wh.NAME` / `.wh..wh..opq` markers (checked on lookup misses).
+    pub wh_files: bool,
+}
+
+/// The upper layer's extras.
+#[derive(Debug)]
+pub struct UpperExtra {
+    /// `WORKDIR/work`, same file system as the upper layer.
+    pub work: OwnedFd,
+    pub work_path: PathBuf,
+    pub whiteout: WhiteoutFormat,
+    /// Xattr used to mark opaque directories in CharDev format.
+    pub opaque_xattr: &'static str,
+}
+
+#[derive(Debug)]
+pub struct LayerStack {
+    pub layers: Vec<Layer>,
+    pub upper: Option<UpperExtra>,
+}
+
+fn open_dir(path: &Path, what: &str) -> Result<(OwnedFd, u64), String> {
+    let fd = fs::open_path(path, libc::O_PATH | libc::O_DIRECTORY)
+        .map_err(|e| format!("cannot open {what} {}: {e}", path.display()))?;
+    let st = fs::fstat(fd.as_fd()).map_err(|e| format!("cannot stat {what} {}: {e}", path.display()))?;
+    Ok((fd, st.dev()))
+}
+
+impl LayerStack {
+    /// Open every layer; create and clean the work directory; pick the whiteout format.
+    pub fn open(spec: &StackSpec) -> Result<LayerStack, String> {
+        let mut layers = Vec::new();
+        let mut upper = None;
+        if let Some(up) = &spec.upper {
+            let work_base = spec.work.as_ref().ok_or("upperdir needs a workdir: add -o workdir=DIR")?;
+            let (root, dev) = open_dir(up, "upperdir")?;
+            let (wb, wdev) = open_dir(work_base, "workdir")?;
+            if wdev != dev {
+                return Err(format!(
+                    "upperdir {} and workdir {} are on different file systems: put both on the same one",
+                    up.display(),
+                    work_base.display()
+                ));
+            }
+            let work = prepare_work(wb.as_fd(), work_base)?;
+            let whiteout = spec.whiteout.unwrap_or_else(|| probe_whiteout(work.as_fd()));
+            let opaque_xattr = if probe_trusted_xattr(work.as_fd()) { "trusted.overlay.opaque" } else { "user.overlay.opaque" };
+            // The upper layer holds `.wh.` markers only when this mount writes them.
+            let wh_files = whiteout == WhiteoutFormat::WhFile;
+            layers.push(Layer { root, path: up.clone(), dev, wh_files });
+            upper = Some(UpperExtra { work, work_path: work_base.join("work"), whiteout, opaque_xattr });
+        }
+        for (i, l) in spec.lowers.iter().enumerate() {
+            let (root, dev) = open_dir(l, "lowerdir")?;
+            let wh_files = spec.lower_wh_files.get(i).copied().unwrap_or(true);
+            layers.push(Layer { root, path: l.clone(), dev, wh_files });
+        }
+        if layers.is_empty() {
+            return Err("no layers: give -o lowerdir=DIR[:DIR…]".into());
+        }
+        if layers.len() > 0xfffe {
+            return Err(format!("too many layers ({}): at most 65534", layers.len()));
+        }
+        Ok(LayerStack { layers, upper })
+    }
+
+    pub fn has_upper(&self) -> bool {
+        self.upper.is_some()
+    }
+}
+
+/// Create `WORKDIR/work` (mode 0700) and remove whatever an earlier run left in it.
+fn prepare_work(base: std::os::fd::BorrowedFd<'_>, base_path: &Path) -> Result<OwnedFd, String> {
+    match fs::mkdir_at(base, c"work", 0o700) {
+        Ok(()) | Err(Errno::EEXIST) => {}
+        Err(e) => return Err(format!("cannot create {}/work: {e}", base_path.display())),
+    }
+    let work = fs::open_at(base, c"work", libc::O_PATH | libc::O_DIRECTORY, 0)
+        .map_err(|e| format!("cannot open {}/work: {e}", base_path.display()))?;
+    clear_dir(work.as_fd()).map_err(|e| format!("cannot clean {}/work: {e}", base_path.display()))?;
+    Ok(work)
+}
+
+/// Remove everything below `dir` (never following symlinks).
+pub fn clear_dir(dir: std::os::fd::BorrowedFd<'_>) -> Result<(), Errno> {
+    for e in sys::dir::read_all(dir)? {
+        let name = sys::component(&e.name)?;
+        remove_tree_at(dir, &name)?;
+    }
+    Ok(())
+}
+
+/// Remove `name` below `dir`, recursively if it is a directory.
+pub fn remove_tree_at(dir: std::os::fd::BorrowedFd<'_>, name: &std::ffi::CStr) -> Result<(), Errno> {
+    match fs::unlink_at(dir, name, false) {
+        Ok(()) => Ok(()),
+        Err(Errno::EISDIR) | Err(Errno::EPERM) => {
+            let sub = fs::open_at(dir, name, libc::O_PATH | libc::O_DIRECTORY, 0)?;
+            clear_dir(sub.as_fd())?;
+            fs::unlink_at(dir, name, true)
+        }
+        Err(Errno::ENOENT) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Char-device whiteouts need mknod permission; try one in the work dir.
+fn probe_whiteout(work: std::os::fd::BorrowedFd<'_>) -> WhiteoutFormat {
+    let name = c"whiteout-probe";
+    match fs::mknod_at(work, name, libc::S_IFCHR, 0) {
+        Ok(()) => {
+            let _ = fs::unlink_at(work, name, false);
+            WhiteoutFormat::CharDev
+        }
+        Err(_) => WhiteoutFormat::WhFile,
+    }
+}
+
+/// Whether `trusted.*` xattrs can be set here (root).
+fn probe_trusted_xattr(work: std::os::fd::BorrowedFd<'_>) -> bool {
+    let name = c"xattr-probe";
+    if fs::mkdir_at(work, name, 0o700).is_err() {
+        return false;
+    }
+    let ok = match fs::open_at(work, name, libc::O_PATH | libc::O_DIRECTORY, 0) {
+        Ok(fd) => xattr::set(xattr::Target::Fd(fd.as_fd()), "trusted.overlay.probe".as_ref(), b"y", 0).is_ok(),
+        Err(_) => false,
+    };
+    let _ = fs::unlink_at(work, name, true);
+    ok
+}

@@ -1,0 +1,124 @@
+//! Bounded LRU cache of resolved lookups: (parent inode, name) → inode or "absent".
+//!
+//! Invariants: an entry is only ever a summary of what a layer walk returned; every
+//! change to a directory's namespace (create, unlink, rename, …) removes exactly the
+//! (parent, name) keys it touched before the change is visible; copy-up changes no
+//! inode number and so invalidates nothing. A positive entry whose node has been
+//! forgotten is treated as a miss by the caller.
+//!
+//! Race: a walk that started before a change must not store its (now stale) answer
+//! after the change's invalidation. Every invalidation bumps a generation first; a
+//! walk stores its answer only if the generation it read before walking is still
+//! current, checked under the shard lock the invalidation also takes.
+
+use lru::LruCache;
+use parking_lot::Mutex;
+use std::ffi::{OsStr, OsString};
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+const SHARDS: usize = 16;
+
+pub struct LookupCache {
+    shards: Vec<Mutex<LruCache<(u64, OsString), Option<u64>>>>,
+    hasher: std::collections::hash_map::RandomState,
+    enabled: bool,
+    generation: AtomicU64,
+}
+
+impl LookupCache {
+    /// A cache holding about `entries` entries in all (0 disables it).
+    pub fn new(entries: usize) -> LookupCache {
+        let per = NonZeroUsize::new(entries.div_ceil(SHARDS).max(1)).expect("nonzero");
+        LookupCache {
+            shards: (0..SHARDS).map(|_| Mutex::new(LruCache::new(per))).collect(),
+            hasher: Default::default(),
+            enabled: entries > 0,
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    fn shard(&self, parent: u64, name: &OsStr) -> &Mutex<LruCache<(u64, OsString), Option<u64>>> {
+        let mut h = self.hasher.build_hasher();
+        parent.hash(&mut h);
+        name.hash(&mut h);
+        &self.shards[(h.finish() as usize) % SHARDS]
+    }
+
+    /// `Some(Some(ino))` hit, `Some(None)` negative hit, `None` miss.
+    pub fn get(&self, parent: u64, name: &OsStr) -> Option<Option<u64>> {
+        if !self.enabled {
+            return None;
+        }
+        // The key type owns its name; build it only for the probe.
+        let key = (parent, name.to_os_string());
+        self.shard(parent, name).lock().get(&key).copied()
+    }
+
+    /// The generation to pass to `put` for a walk starting now.
+    pub fn begin(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Store a walk's answer unless something was invalidated since `begin`.
+    pub fn put(&self, parent: u64, name: &OsStr, ino: Option<u64>, generation: u64) {
+        if self.enabled {
+            let mut shard = self.shard(parent, name).lock();
+            if self.generation.load(Ordering::Acquire) == generation {
+                shard.put((parent, name.to_os_string()), ino);
+            }
+        }
+    }
+
+    pub fn invalidate(&self, parent: u64, name: &OsStr) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        if self.enabled {
+            self.shard(parent, name).lock().pop(&(parent, name.to_os_string()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hit_miss_negative_invalidate() {
+        let c = LookupCache::new(64);
+        assert_eq!(c.get(1, "a".as_ref()), None);
+        c.put(1, "a".as_ref(), Some(7), c.begin());
+        c.put(1, "b".as_ref(), None, c.begin());
+        assert_eq!(c.get(1, "a".as_ref()), Some(Some(7)));
+        assert_eq!(c.get(1, "b".as_ref()), Some(None));
+        assert_eq!(c.get(2, "a".as_ref()), None);
+        c.invalidate(1, "a".as_ref());
+        assert_eq!(c.get(1, "a".as_ref()), None);
+    }
+
+    #[test]
+    fn bounded() {
+        let c = LookupCache::new(32);
+        for i in 0..10_000u64 {
+            c.put(i, "x".as_ref(), Some(i), c.begin());
+        }
+        let total: usize = c.shards.iter().map(|s| s.lock().len()).sum();
+        assert!(total <= 32, "{total}");
+    }
+
+    #[test]
+    fn disabled() {
+        let c = LookupCache::new(0);
+        c.put(1, "a".as_ref(), Some(1), c.begin());
+        assert_eq!(c.get(1, "a".as_ref()), None);
+    }
+
+    #[test]
+    fn stale_walk_is_not_stored() {
+        let c = LookupCache::new(64);
+        let g = c.begin();
+        c.invalidate(9, "other".as_ref());
+        c.put(1, "a".as_ref(), None, g);
+        assert_eq!(c.get(1, "a".as_ref()), None);
+    }
+}

@@ -1,0 +1,225 @@
+//! Copy-up: make a lower object an upper one before it is modified.
+//!
+//! Parents first; the copy is built in the work directory (content with holes kept,
+//! owner, mode, xattrs but overlay-private ones, timestamps last), fsynced unless the
+//! mount is volatile, and renamed into place with RENAME_NOREPLACE, so a crash
+//! leaves either no upper object (the lower one still shows) or the whole new one.
+//! A node's copy-up is serialised by its `copyup` lock; no other lock is held while
+//! data is copied. The node keeps its inode number (`NodeTable::add_origin`).
+
+use super::UnionFs;
+use super::inode::Node;
+use crate::layers::WhiteoutFormat;
+use crate::sys::fs::{self, SetTime, Stat};
+use crate::sys::{Errno, SysResult, xattr};
+use std::ffi::CStr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
+
+const CHUNK: usize = 1 << 30;
+
+/// Copy `[0, size)` of `src` to `dst`, skipping holes.
+pub fn copy_data(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, size: u64) -> SysResult<()> {
+    let mut off = 0u64;
+    while off < size {
+        let data = match fs::lseek(src, off as i64, libc::SEEK_DATA) {
+            Ok(d) => d as u64,
+            Err(Errno(libc::ENXIO)) => break,
+            Err(_) => off, // no SEEK_DATA support: copy everything
+        };
+        let end = match fs::lseek(src, data as i64, libc::SEEK_HOLE) {
+            Ok(h) => (h as u64).min(size),
+            Err(_) => size,
+        };
+        copy_range(src, dst, data, end)?;
+        off = end.max(data + 1);
+    }
+    fs::ftruncate(dst, size)
+}
+
+fn copy_range(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, mut from: u64, to: u64) -> SysResult<()> {
+    while from < to {
+        let want = ((to - from) as usize).min(CHUNK);
+        match fs::copy_file_range(src, from, dst, from, want) {
+            Ok(0) => return Ok(()),
+            Ok(n) => from += n as u64,
+            Err(Errno(libc::EXDEV | libc::ENOSYS | libc::EINVAL | libc::EOPNOTSUPP)) => {
+                return copy_range_rw(src, dst, from, to);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn copy_range_rw(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, mut from: u64, to: u64) -> SysResult<()> {
+    let mut buf = vec![0u8; 1 << 20];
+    while from < to {
+        let want = ((to - from) as usize).min(buf.len());
+        let n = fs::pread(src, &mut buf[..want], from)?;
+        if n == 0 {
+            break;
+        }
+        fs::write_all_at(dst, &buf[..n], from)?;
+        from += n as u64;
+    }
+    Ok(())
+}
+
+/// Copy xattrs except overlay-private ones; a `security.*`/`trusted.*` one that
+/// cannot be set (no privilege, no support) is skipped, others fail the copy.
+pub fn copy_xattrs(src: BorrowedFd<'_>, dst: BorrowedFd<'_>) -> SysResult<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let names = match xattr::list(xattr::Target::Fd(src)) {
+        Ok(n) => n,
+        Err(Errno::ENOTSUP) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for n in names {
+        let name = std::ffi::OsStr::from_bytes(&n);
+        if super::is_private_xattr(name) {
+            continue;
+        }
+        let lenient = n.starts_with(b"security.") || n.starts_with(b"trusted.");
+        let r = xattr::get(xattr::Target::Fd(src), name).and_then(|v| xattr::set(xattr::Target::Fd(dst), name, &v, 0));
+        match r {
+            Ok(()) => {}
+            Err(Errno::ENODATA) => {}
+            Err(_) if lenient => log::debug!("copy-up: skipped xattr {}", name.to_string_lossy()),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Give a fresh object `dst` the owner, mode and times of `st`.
+pub fn copy_meta(dst: BorrowedFd<'_>, st: &Stat) -> SysResult<()> {
+    match fs::chown_fd(dst, Some(st.uid()), Some(st.gid())) {
+        Ok(()) => {}
+        Err(Errno::EPERM | Errno::EINVAL) if crate::sys::euid() != 0 => {}
+        Err(e) => return Err(e),
+    }
+    if !st.is_lnk() {
+        fs::chmod_fd(dst, st.mode())?;
+    }
+    let (a, an) = st.atime();
+    let (m, mn) = st.mtime();
+    fs::utimens_fd(dst, SetTime::At(a, an), SetTime::At(m, mn))
+}
+
+impl UnionFs {
+    /// Copy `node` (and its parents) up, content included.
+    pub fn copy_up(&self, node: &Arc<Node>) -> SysResult<()> {
+        self.copy_up_opts(node, true)
+    }
+
+    /// Copy `node` up; with `data == false` a regular file is copied up empty
+    /// (it is about to be truncated to zero).
+    pub fn copy_up_opts(&self, node: &Arc<Node>, data: bool) -> SysResult<()> {
+        let upper = self.require_upper()?;
+        if node.state.lock().layer == 0 {
+            return Ok(());
+        }
+        let (parent, _) = node.location();
+        if parent == 0 {
+            return Err(Errno::ESTALE);
+        }
+        let pnode = self.node(parent)?;
+        self.copy_up(&pnode)?;
+        let _guard = node.copyup.lock();
+        let (layer, src) = node.top()?;
+        if layer == 0 {
+            return Ok(());
+        }
+        // A rename may have moved the node while we waited.
+        let (parent2, name) = node.location();
+        if parent2 != parent {
+            drop(_guard);
+            return self.copy_up_opts(node, data);
+        }
+        let pdir = self.upper_dir_of(&pnode)?;
+        let cname = crate::sys::component(&name)?;
+        let st = fs::fstat(src.as_fd())?;
+        let work = upper.work.as_fd();
+        let tmp = self.tmp_name();
+        let made = self.build_copy(work, &tmp, src.as_fd(), &st, data);
+        let nfd = match made.and_then(|fd| fs::rename_at(work, &tmp, pdir.as_fd(), &cname, libc::RENAME_NOREPLACE).map(|_| fd)) {
+            Ok(fd) => fd,
+            Err(e) => {
+                let _ = crate::layers::remove_tree_at(work, &tmp);
+                return Err(e);
+            }
+        };
+        let nst = fs::fstat(nfd.as_fd())?;
+        if st.is_dir() || st.nlink() <= 1 {
+            self.nodes.add_origin(nst.ino(), node.ino);
+        }
+        let nfd = Arc::new(nfd);
+        let mut s = node.state.lock();
+        s.layer = 0;
+        s.dir = pdir;
+        if st.is_dir() {
+            s.dirs.insert(0, (0, nfd));
+        }
+        Ok(())
+    }
+
+    /// Build the copy of `src` as `work/tmp`; returns an `O_PATH` fd on it.
+    fn build_copy(&self, work: BorrowedFd<'_>, tmp: &CStr, src: BorrowedFd<'_>, st: &Stat, data: bool) -> SysResult<OwnedFd> {
+        match st.file_type() {
+            libc::S_IFREG => {
+                let dst = fs::open_at(work, tmp, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, 0o600)?;
+                if data && st.size() > 0 {
+                    let s = fs::reopen(src, libc::O_RDONLY)?;
+                    copy_data(s.as_fd(), dst.as_fd(), st.size())?;
+                }
+                if self.cfg.fsync {
+                    fs::fsync(dst.as_fd(), false)?;
+                }
+            }
+            libc::S_IFDIR => fs::mkdir_at(work, tmp, 0o700)?,
+            libc::S_IFLNK => {
+                let target = fs::readlink_fd(src)?;
+                let t = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(target.as_os_str()))
+                    .map_err(|_| Errno::EINVAL)?;
+                fs::symlink_at(&t, work, tmp)?;
+            }
+            _ => fs::mknod_at(work, tmp, st.mode(), st.rdev())?,
+        }
+        let fd = fs::open_at(work, tmp, libc::O_PATH, 0)?;
+        copy_xattrs(src, fd.as_fd())?;
+        copy_meta(fd.as_fd(), st)?;
+        Ok(fd)
+    }
+
+    /// Make directory `node` self-contained in the upper layer: copy up everything
+    /// below it, then mark it opaque, so it can move anywhere. Used by rename.
+    pub fn detach_dir(&self, node: &Arc<Node>) -> SysResult<()> {
+        self.copy_up(node)?;
+        if node.state.lock().dirs.len() <= 1 {
+            return Ok(());
+        }
+        for e in self.list_dir(node.ino)?.into_iter().skip(2) {
+            let child = self.lookup_node(node.ino, &e.name)?;
+            let r = if child.is_dir() { self.detach_dir(&child) } else { self.copy_up(&child) };
+            self.nodes.forget(child.ino, 1);
+            r?;
+        }
+        let top = self.upper_dir_of(node)?;
+        self.set_opaque(top.as_fd())?;
+        node.state.lock().dirs.truncate(1);
+        Ok(())
+    }
+
+    /// Mark upper directory `dir` opaque in this mount's format.
+    pub(crate) fn set_opaque(&self, dir: BorrowedFd<'_>) -> SysResult<()> {
+        let upper = self.require_upper()?;
+        match upper.whiteout {
+            WhiteoutFormat::CharDev => xattr::set(xattr::Target::Fd(dir), upper.opaque_xattr.as_ref(), b"y", 0),
+            WhiteoutFormat::WhFile => match fs::open_at(dir, c".wh..wh..opq", libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, 0o600) {
+                Ok(_) | Err(Errno::EEXIST) => Ok(()),
+                Err(e) => Err(e),
+            },
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! Open files and directories: handles, I/O, fsync.
+//!
+//! A file handle owns a real fd on the topmost object at open time: opening for
+//! write (or with O_TRUNC) copies up first, so writes only ever reach the upper
+//! layer. A handle keeps working after its name is unlinked or renamed. A
+//! directory handle holds the merged listing snapshot its offsets index.
+//! The handle maps are locked only to insert, find or remove a handle.
+
+use super::UnionFs;
+use super::readdir::DirEntry;
+use crate::sys::fs;
+use crate::sys::{Errno, SysResult};
+use parking_lot::{Mutex, RwLock};
+use std::collections::HashMap;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub struct Handle {
+    pub ino: u64,
+    pub file: OwnedFd,
+    pub flags: i32,
+    /// Layer of the object the fd is on (0 = upper when there is one).
+    pub layer: u16,
+}
+
+impl Handle {
+    pub fn writable(&self) -> bool {
+        self.flags & libc::O_ACCMODE != libc::O_RDONLY
+    }
+}
+
+struct DirHandle {
+    ino: u64,
+    entries: Mutex<Option<Arc<Vec<DirEntry>>>>,
+}
+
+#[derive(Default)]
+pub struct Handles {
+    files: RwLock<HashMap<u64, Arc<Handle>>>,
+    dirs: RwLock<HashMap<u64, Arc<DirHandle>>>,
+    next: AtomicU64,
+}
+
+impl Handles {
+    pub fn get(&self, fh: u64) -> Option<Arc<Handle>> {
+        self.files.read().get(&fh).cloned()
+    }
+
+    fn insert(&self, h: Handle) -> (u64, Arc<Handle>) {
+        let fh = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let h = Arc::new(h);
+        self.files.write().insert(fh, h.clone());
+        (fh, h)
+    }
+
+    /// Number of open file and directory handles.
+    pub fn count(&self) -> usize {
+        self.files.read().len() + self.dirs.read().len()
+    }
+}
+
+impl UnionFs {
+    fn handle(&self, fh: u64) -> SysResult<Arc<Handle>> {
+        self.handles.get(fh).ok_or(Errno::EBADF)
+    }
+
+    /// Open `ino` with open(2) `flags`; returns the handle id and the handle.
+    pub fn open(&self, ino: u64, flags: i32) -> SysResult<(u64, Arc<Handle>)> {
+        let node = self.node(ino)?;
+        if node.is_dir() {
+            return Err(Errno::EISDIR);
+        }
+        let write = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        let trunc = flags & libc::O_TRUNC != 0;
+        if write || trunc {
+            if !self.has_upper() {
+                return Err(Errno::EROFS);
+            }
+            self.copy_up_opts(&node, !trunc)?;
+        }
+        let (layer, file) = node.open_real(flags)?;
+        Ok(self.handles.insert(Handle { ino, file, flags, layer }))
+    }
+
+    /// Register a file `create` just opened.
+    pub fn adopt(&self, ino: u64, file: OwnedFd, flags: i32) -> (u64, Arc<Handle>) {
+        self.handles.insert(Handle { ino, file, flags, layer: 0 })
+    }
+
+    pub fn read(&self, fh: u64, off: u64, size: u32) -> SysResult<Vec<u8>> {
+        let h = self.handle(fh)?;
+        let mut buf = vec![0u8; size as usize];
+        let mut got = 0;
+        while got < buf.len() {
+            let n = fs::pread(h.file.as_fd(), &mut buf[got..], off + got as u64)?;
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+        buf.truncate(got);
+        Ok(buf)
+    }
+
+    pub fn write(&self, fh: u64, off: u64, data: &[u8]) -> SysResult<u32> {
+        let h = self.handle(fh)?;
+        fs::write_all_at(h.file.as_fd(), data, off)?;
+        Ok(data.len() as u32)
+    }
+
+    pub fn release(&self, fh: u64) {
+        self.handles.files.write().remove(&fh);
+    }
+
+    pub fn fsync(&self, fh: u64, datasync: bool) -> SysResult<()> {
+        let h = self.handle(fh)?;
+        if self.cfg.fsync { fs::fsync(h.file.as_fd(), datasync) } else { Ok(()) }
+    }
+
+    pub fn fallocate(&self, fh: u64, mode: i32, off: u64, len: u64) -> SysResult<()> {
+        let h = self.handle(fh)?;
+        fs::fallocate(h.file.as_fd(), mode, off, len)
+    }
+
+    pub fn lseek(&self, fh: u64, off: i64, whence: i32) -> SysResult<i64> {
+        let h = self.handle(fh)?;
+        fs::lseek(h.file.as_fd(), off, whence)
+    }
+
+    pub fn copy_file_range(&self, fh_in: u64, off_in: u64, fh_out: u64, off_out: u64, len: u64) -> SysResult<u32> {
+        let (i, o) = (self.handle(fh_in)?, self.handle(fh_out)?);
+        let n = fs::copy_file_range(i.file.as_fd(), off_in, o.file.as_fd(), off_out, len.min(1 << 30) as usize)?;
+        Ok(n as u32)
+    }
+
+    pub fn opendir(&self, ino: u64) -> SysResult<u64> {
+        if !self.node(ino)?.is_dir() {
+            return Err(Errno::ENOTDIR);
+        }
+        let fh = self.handles.next.fetch_add(1, Ordering::Relaxed) + 1;
+        self.handles.dirs.write().insert(fh, Arc::new(DirHandle { ino, entries: Mutex::new(None) }));
+        Ok(fh)
+    }
+
+    /// Entries of an open directory from `offset` on (offset of entry i is i + 1).
+    /// The listing is taken at offset 0 (open or rewind) and reused after.
+    pub fn readdir(&self, fh: u64, offset: u64) -> SysResult<(Arc<Vec<DirEntry>>, usize)> {
+        let d = self.handles.dirs.read().get(&fh).cloned().ok_or(Errno::EBADF)?;
+        let mut g = d.entries.lock();
+        if offset == 0 || g.is_none() {
+            *g = Some(Arc::new(self.list_dir(d.ino)?));
+        }
+        let list = g.clone().expect("set above");
+        Ok((list, offset as usize))
+    }
+
+    pub fn releasedir(&self, fh: u64) {
+        self.handles.dirs.write().remove(&fh);
+    }
+
+    pub fn fsyncdir(&self, ino: u64) -> SysResult<()> {
+        if !self.cfg.fsync {
+            return Ok(());
+        }
+        let (layer, fd) = self.node(ino)?.top()?;
+        if !self.has_upper() || layer != 0 {
+            return Ok(());
+        }
+        let d = fs::reopen(fd.as_fd(), libc::O_RDONLY | libc::O_DIRECTORY)?;
+        fs::fsync(d.as_fd(), false)
+    }
+}

@@ -1,0 +1,332 @@
+//! The inode table: one `Node` per object the kernel knows, keyed by inode number.
+//!
+//! Invariants:
+//! - A node's inode number never changes. It is derived from the topmost real object
+//!   (`(layer + 1) << 48 | st_ino`), and a copy-up registers the new upper object as
+//!   an alias of the old number (`origins`), so st_ino survives copy-up for the life
+//!   of the mount and readdir's d_ino can be computed the same way.
+//! - A node lives while the kernel holds lookups on it or a child node names it as
+//!   parent (children need their parent's path for copy-up). Counts are changed
+//!   under the table lock only where a node may be removed, so a lookup can't revive
+//!   a node being dropped.
+//! - `NodeState` is only ever locked briefly; no lock is held across file I/O.
+
+use crate::sys::fs::{self, Stat};
+use crate::sys::{Errno, SysResult};
+use std::os::fd::AsFd;
+use parking_lot::{Mutex, RwLock};
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub const ROOT_INO: u64 = 1;
+const LAYER_SHIFT: u32 = 48;
+const INO_MASK: u64 = (1 << LAYER_SHIFT) - 1;
+
+/// Layer index in `LayerStack::layers` (0 = upper when there is one).
+pub type LayerIdx = u16;
+
+/// One directory of a merged directory: its layer and an `O_PATH` fd.
+pub type DirLayer = (LayerIdx, Arc<OwnedFd>);
+
+/// The mutable part of a node.
+#[derive(Debug)]
+pub struct NodeState {
+    /// Where the node sits in the merged tree: parent inode and name. `parent == 0`
+    /// for the root and for nodes whose last name was removed.
+    pub parent: u64,
+    pub name: OsString,
+    /// Layer of the topmost real object.
+    pub layer: LayerIdx,
+    /// The directory (in `layer`) that holds the object as `name`. Non-directories
+    /// are reached through it, so a file node costs no fd of its own.
+    pub dir: Arc<OwnedFd>,
+    /// Directories only: the directories merged here, top first; `dirs[0]` is an
+    /// `O_PATH` fd on the topmost object. Ends at the first opaque directory.
+    pub dirs: Vec<DirLayer>,
+    /// st_nlink of the lower object at lookup (1 for fresh upper objects).
+    pub lower_nlink: u64,
+    /// The name was removed: `dir`/`name` may now hold something else.
+    pub unlinked: bool,
+    /// For a removed non-directory: an `O_PATH` fd taken before removal, so open
+    /// files can still be stat'ed (fstat reaches us without a handle).
+    pub pinned: Option<Arc<OwnedFd>>,
+}
+
+impl NodeState {
+    fn cname(&self) -> SysResult<std::ffi::CString> {
+        crate::sys::component(&self.name)
+    }
+}
+
+#[derive(Debug)]
+pub struct Node {
+    pub ino: u64,
+    /// `S_IFMT` bits: the type never changes for a node.
+    pub kind: u32,
+    pub state: Mutex<NodeState>,
+    lookups: AtomicU64,
+    children: AtomicU64,
+    /// Serialises copy-up of this node.
+    pub copyup: Mutex<()>,
+}
+
+impl Node {
+    pub fn is_dir(&self) -> bool {
+        self.kind == libc::S_IFDIR
+    }
+    /// (layer, `O_PATH` fd) of the topmost object; opened on demand for
+    /// non-directories.
+    pub fn top(&self) -> SysResult<(LayerIdx, Arc<OwnedFd>)> {
+        let s = self.state.lock();
+        if let Some((l, fd)) = s.dirs.first() {
+            return Ok((*l, fd.clone()));
+        }
+        if s.unlinked {
+            return s.pinned.clone().map(|p| (s.layer, p)).ok_or(Errno::ENOENT);
+        }
+        let fd = fs::open_at(s.dir.as_fd(), &s.cname()?, libc::O_PATH, 0)?;
+        Ok((s.layer, Arc::new(fd)))
+    }
+
+    /// stat of the topmost object.
+    pub fn stat(&self) -> SysResult<Stat> {
+        let s = self.state.lock();
+        if let Some((_, fd)) = s.dirs.first() {
+            return fs::fstat(fd.as_fd());
+        }
+        if s.unlinked {
+            return s.pinned.as_ref().map(|p| fs::fstat(p.as_fd())).unwrap_or(Err(Errno::ENOENT));
+        }
+        fs::stat_at(s.dir.as_fd(), &s.cname()?)
+    }
+
+    /// Open the topmost object for I/O (never following a symlink).
+    pub fn open_real(&self, flags: i32) -> SysResult<(LayerIdx, OwnedFd)> {
+        let (layer, dir, name) = {
+            let s = self.state.lock();
+            if s.unlinked {
+                let p = s.pinned.as_ref().ok_or(Errno::ENOENT)?;
+                return Ok((s.layer, fs::reopen(p.as_fd(), flags)?));
+            }
+            (s.layer, s.dir.clone(), s.cname()?)
+        };
+        let flags = flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY);
+        Ok((layer, fs::open_at(dir.as_fd(), &name, flags, 0)?))
+    }
+
+    /// Target of a symlink node.
+    pub fn readlink(&self) -> SysResult<OsString> {
+        let (_, fd) = self.top()?;
+        fs::readlink_fd(fd.as_fd())
+    }
+    pub fn dirs(&self) -> Vec<DirLayer> {
+        self.state.lock().dirs.clone()
+    }
+    pub fn location(&self) -> (u64, OsString) {
+        let s = self.state.lock();
+        (s.parent, s.name.clone())
+    }
+}
+
+/// All live nodes plus the inode-number bookkeeping.
+pub struct NodeTable {
+    nodes: RwLock<HashMap<u64, Arc<Node>>>,
+    /// Upper st_ino → inode number, for objects copied up during this mount.
+    origins: Mutex<HashMap<u64, u64>>,
+    /// (layer, dev, st_ino) → inode number for objects that don't fit the formula.
+    overflow: Mutex<HashMap<(LayerIdx, u64, u64), u64>>,
+    next_overflow: AtomicU64,
+    layer_devs: Vec<u64>,
+}
+
+impl NodeTable {
+    pub fn new(root: NodeState, layer_devs: Vec<u64>) -> NodeTable {
+        let root = Arc::new(Node {
+            ino: ROOT_INO,
+            kind: libc::S_IFDIR,
+            state: Mutex::new(root),
+            lookups: AtomicU64::new(1 << 62),
+            children: AtomicU64::new(0),
+            copyup: Mutex::new(()),
+        });
+        let mut m = HashMap::new();
+        m.insert(ROOT_INO, root);
+        NodeTable {
+            nodes: RwLock::new(m),
+            origins: Mutex::new(HashMap::new()),
+            overflow: Mutex::new(HashMap::new()),
+            // Overflow numbers live in the top layer slot, which no layer uses.
+            next_overflow: AtomicU64::new((0xffffu64 << LAYER_SHIFT) + 1),
+            layer_devs,
+        }
+    }
+
+    /// The inode number for real object `st` found in `layer`.
+    pub fn ino_for(&self, layer: LayerIdx, st: &Stat, has_upper: bool) -> u64 {
+        self.ino_for_raw(layer, st.dev(), st.ino(), has_upper)
+    }
+
+    /// Same as `ino_for`, from a raw (dev, ino) pair (readdir's d_ino; dev = layer's).
+    pub fn ino_for_raw(&self, layer: LayerIdx, dev: u64, ino: u64, has_upper: bool) -> u64 {
+        if has_upper && layer == 0 {
+            if let Some(&i) = self.origins.lock().get(&ino) {
+                return i;
+            }
+        }
+        if ino <= INO_MASK && ino != 0 && self.layer_devs.get(layer as usize) == Some(&dev) {
+            return ((layer as u64 + 1) << LAYER_SHIFT) | ino;
+        }
+        *self
+            .overflow
+            .lock()
+            .entry((layer, dev, ino))
+            .or_insert_with(|| self.next_overflow.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Record that upper object `upper_ino` is the copy-up of node `ino`.
+    pub fn add_origin(&self, upper_ino: u64, ino: u64) {
+        self.origins.lock().insert(upper_ino, ino);
+    }
+
+    /// Forget the alias of an upper object that no longer exists.
+    pub fn drop_origin(&self, upper_ino: u64) {
+        self.origins.lock().remove(&upper_ino);
+    }
+
+    pub fn get(&self, ino: u64) -> Option<Arc<Node>> {
+        self.nodes.read().get(&ino).cloned()
+    }
+
+    /// Take one kernel lookup on an existing node, if it is alive.
+    pub fn get_and_ref(&self, ino: u64) -> Option<Arc<Node>> {
+        let g = self.nodes.read();
+        let n = g.get(&ino)?;
+        n.lookups.fetch_add(1, Ordering::Relaxed);
+        Some(n.clone())
+    }
+
+    /// Find node `ino` or insert the one `make` builds; either way take one lookup.
+    /// Returns the node and whether it was created.
+    pub fn get_or_insert(&self, ino: u64, make: impl FnOnce() -> NodeState, kind: u32) -> (Arc<Node>, bool) {
+        if let Some(n) = self.get_and_ref(ino) {
+            return (n, false);
+        }
+        let state = make();
+        let parent = state.parent;
+        let mut g = self.nodes.write();
+        if let Some(n) = g.get(&ino) {
+            n.lookups.fetch_add(1, Ordering::Relaxed);
+            return (n.clone(), false);
+        }
+        if let Some(p) = g.get(&parent) {
+            p.children.fetch_add(1, Ordering::Relaxed);
+        }
+        let node = Arc::new(Node {
+            ino,
+            kind,
+            state: Mutex::new(state),
+            lookups: AtomicU64::new(1),
+            children: AtomicU64::new(0),
+            copyup: Mutex::new(()),
+        });
+        g.insert(ino, node.clone());
+        (node, true)
+    }
+
+    /// Move `node` to (parent, name), now held as `name` in `dir` of `layer`,
+    /// keeping the parents' child counts right.
+    pub fn relocate(&self, node: &Node, parent: u64, name: OsString, layer: LayerIdx, dir: Arc<OwnedFd>) {
+        let g = self.nodes.read();
+        let mut s = node.state.lock();
+        s.layer = layer;
+        s.dir = dir;
+        s.unlinked = false;
+        s.pinned = None;
+        if s.parent != parent {
+            if let Some(p) = g.get(&parent) {
+                p.children.fetch_add(1, Ordering::Relaxed);
+            }
+            let old = s.parent;
+            s.parent = parent;
+            s.name = name;
+            drop(s);
+            drop(g);
+            if old != 0 {
+                self.release_child(old);
+            }
+        } else {
+            s.name = name;
+        }
+    }
+
+    /// The node no longer has a name in the merged tree; `pin` keeps the object
+    /// reachable while the kernel still uses it.
+    pub fn detach(&self, node: &Node, pin: Option<Arc<OwnedFd>>) {
+        let old = {
+            let mut s = node.state.lock();
+            s.unlinked = true;
+            s.pinned = pin;
+            std::mem::replace(&mut s.parent, 0)
+        };
+        if old != 0 {
+            self.release_child(old);
+        }
+    }
+
+    fn release_child(&self, parent: u64) {
+        let mut g = self.nodes.write();
+        let mut cur = parent;
+        while let Some(n) = g.get(&cur).cloned() {
+            if n.children.fetch_sub(1, Ordering::Relaxed) != 1 || n.lookups.load(Ordering::Relaxed) != 0 {
+                break;
+            }
+            g.remove(&cur);
+            cur = n.state.lock().parent;
+            if cur == 0 {
+                break;
+            }
+        }
+    }
+
+    /// Drop `count` kernel lookups; remove the node (and parents kept only by it)
+    /// when nothing references it any more.
+    pub fn forget(&self, ino: u64, count: u64) {
+        if ino == ROOT_INO {
+            return;
+        }
+        let mut g = self.nodes.write();
+        let mut cur = ino;
+        let mut dec_lookups = count;
+        loop {
+            let Some(n) = g.get(&cur).cloned() else { break };
+            if dec_lookups > 0 {
+                let prev = n.lookups.load(Ordering::Relaxed);
+                let new = prev.saturating_sub(dec_lookups);
+                n.lookups.store(new, Ordering::Relaxed);
+                dec_lookups = 0;
+                if new != 0 || n.children.load(Ordering::Relaxed) != 0 {
+                    break;
+                }
+            } else if n.children.fetch_sub(1, Ordering::Relaxed) != 1 || n.lookups.load(Ordering::Relaxed) != 0 {
+                break;
+            }
+            g.remove(&cur);
+            let parent = n.state.lock().parent;
+            if parent == 0 {
+                break;
+            }
+            cur = parent;
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.read().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

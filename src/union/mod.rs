@@ -1,0 +1,267 @@
+//! The union file system: overlayfs semantics over a `LayerStack`, no FUSE types.
+//!
+//! Every operation takes inode numbers and names and returns `Result<_, Errno>`, so
+//! the logic can be driven without a mount. `fuse.rs` adapts it to fuser.
+//!
+//! Lookup walks the merged parent's directories top-down and stops at the first
+//! entry, whiteout (char 0/0 or `.wh.NAME`) or opaque directory. Names starting with
+//! `.wh.` are whiteout markers: never shown, never created by users. Overlay-private
+//! xattrs (`trusted.overlay.*`, `user.overlay.*`) are hidden.
+//!
+//! Module map: `inode` (node table, inode numbers), `cache` (lookup LRU), `resolve`
+//! (the layer walk), `readdir` (merge), `copyup`, `namespace` (create, unlink,
+//! rename…), `attr` (setattr, xattrs), `file` (open handles and I/O).
+
+pub mod attr;
+pub mod cache;
+pub mod copyup;
+pub mod file;
+pub mod inode;
+pub mod namespace;
+pub mod readdir;
+pub mod rename;
+pub mod resolve;
+
+use crate::layers::LayerStack;
+use crate::sys::fs::{self, Stat};
+use crate::sys::{Errno, SysResult};
+use cache::LookupCache;
+use inode::{DirLayer, LayerIdx, Node, NodeState, NodeTable, ROOT_INO};
+use std::ffi::OsStr;
+use std::os::fd::AsFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Tunables of a mount.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Lookup cache size in entries (0 disables).
+    pub cache_entries: usize,
+    /// fsync copy-ups and honour fsync requests (false with `volatile`/`fsync=0`).
+    pub fsync: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { cache_entries: 100_000, fsync: true }
+    }
+}
+
+/// Who is asking.
+#[derive(Debug, Clone, Copy)]
+pub struct Ctx {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Attributes as the merged view shows them: the topmost object's stat with the
+/// node's inode number (and nlink 1 for merged directories, as overlayfs does).
+#[derive(Clone, Copy)]
+pub struct Attr {
+    pub ino: u64,
+    pub st: Stat,
+}
+
+pub struct UnionFs {
+    pub stack: LayerStack,
+    pub nodes: NodeTable,
+    cache: LookupCache,
+    pub cfg: Config,
+    pub(crate) handles: file::Handles,
+    tmp_seq: AtomicU64,
+}
+
+/// True for names that are whiteout markers in some layer format.
+pub fn is_wh_name(name: &OsStr) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    name.as_bytes().starts_with(b".wh.")
+}
+
+/// True for xattrs that belong to the overlay machinery, not to file content.
+pub fn is_private_xattr(name: &OsStr) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let b = name.as_bytes();
+    b.starts_with(b"trusted.overlay.") || b.starts_with(b"user.overlay.")
+}
+
+impl UnionFs {
+    pub fn new(stack: LayerStack, cfg: Config) -> SysResult<UnionFs> {
+        let mut dirs: Vec<DirLayer> = Vec::new();
+        for (i, l) in stack.layers.iter().enumerate() {
+            let fd = Arc::new(fs::open_at(l.root.as_fd(), c".", libc::O_PATH | libc::O_DIRECTORY, 0)?);
+            dirs.push((i as LayerIdx, fd.clone()));
+            if resolve::is_opaque(&stack, i as LayerIdx, fd.as_fd()) {
+                break;
+            }
+        }
+        let (layer, fd) = dirs[0].clone();
+        let root =
+            NodeState { parent: 0, name: ".".into(), layer, dir: fd, dirs, lower_nlink: 1, unlinked: false, pinned: None };
+        let devs = stack.layers.iter().map(|l| l.dev).collect();
+        Ok(UnionFs {
+            nodes: NodeTable::new(root, devs),
+            cache: LookupCache::new(cfg.cache_entries),
+            handles: file::Handles::default(),
+            stack,
+            cfg,
+            tmp_seq: AtomicU64::new(0),
+        })
+    }
+
+    pub fn has_upper(&self) -> bool {
+        self.stack.has_upper()
+    }
+
+    pub(crate) fn node(&self, ino: u64) -> SysResult<Arc<Node>> {
+        self.nodes.get(ino).ok_or(Errno::ESTALE)
+    }
+
+    /// A fresh name for a temporary object in the work directory.
+    pub(crate) fn tmp_name(&self) -> std::ffi::CString {
+        let n = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
+        std::ffi::CString::new(format!("#{:x}-{n:x}", std::process::id())).expect("no NUL")
+    }
+
+    /// Merged attributes of `node`.
+    pub fn attr_of(&self, node: &Node) -> SysResult<Attr> {
+        let st = node.stat()?;
+        let merged = node.state.lock().dirs.len() > 1;
+        Ok(self.attr_from(node.ino, st, merged))
+    }
+
+    fn attr_from(&self, ino: u64, mut st: Stat, merged_dir: bool) -> Attr {
+        st.0.st_ino = ino;
+        if merged_dir {
+            st.0.st_nlink = 1;
+        }
+        Attr { ino, st }
+    }
+
+    /// Attributes of `ino`; through open handle `fh` when given (the name may be gone).
+    pub fn getattr(&self, ino: u64, fh: Option<u64>) -> SysResult<Attr> {
+        let node = self.node(ino)?;
+        match fh.and_then(|fh| self.handles.get(fh)) {
+            Some(h) if node.state.lock().unlinked => Ok(self.attr_from(ino, fs::fstat(h.file.as_fd())?, false)),
+            _ => self.attr_of(&node),
+        }
+    }
+
+    /// Look `name` up in directory `parent`; takes one kernel lookup on success.
+    pub fn lookup(&self, parent: u64, name: &OsStr) -> SysResult<Attr> {
+        let (node, st) = self.lookup_node_stat(parent, name)?;
+        if let Some(st) = st {
+            let merged = node.state.lock().dirs.len() > 1;
+            return Ok(self.attr_from(node.ino, st, merged));
+        }
+        match self.attr_of(&node) {
+            Ok(a) => Ok(a),
+            Err(e) => {
+                self.nodes.forget(node.ino, 1);
+                Err(e)
+            }
+        }
+    }
+
+    /// Resolve `name` in `parent` to a node, taking one lookup reference on it.
+    pub(crate) fn lookup_node(&self, parent: u64, name: &OsStr) -> SysResult<Arc<Node>> {
+        self.lookup_node_stat(parent, name).map(|(n, _)| n)
+    }
+
+    /// `lookup_node`, plus the stat the layer walk saw when it had to walk.
+    fn lookup_node_stat(&self, parent: u64, name: &OsStr) -> SysResult<(Arc<Node>, Option<Stat>)> {
+        if is_wh_name(name) {
+            return Err(Errno::ENOENT);
+        }
+        match self.cache.get(parent, name) {
+            Some(None) => return Err(Errno::ENOENT),
+            Some(Some(ino)) => {
+                if let Some(n) = self.nodes.get_and_ref(ino) {
+                    return Ok((n, None));
+                }
+            }
+            None => {}
+        }
+        let pnode = self.node(parent)?;
+        if !pnode.is_dir() {
+            return Err(Errno::ENOTDIR);
+        }
+        let cname = crate::sys::component(name)?;
+        let generation = self.cache.begin();
+        let dirs = pnode.dirs();
+        match resolve::resolve(&self.stack, &dirs, &cname, name)? {
+            resolve::Resolved::Missing => {
+                self.cache.put(parent, name, None, generation);
+                Err(Errno::ENOENT)
+            }
+            resolve::Resolved::Found(f) => {
+                let ino = self.nodes.ino_for(f.layer, &f.st, self.has_upper());
+                let kind = f.st.file_type();
+                let (node, created) = self.nodes.get_or_insert(
+                    ino,
+                    || NodeState {
+                        parent,
+                        name: name.to_os_string(),
+                        layer: f.layer,
+                        dir: f.dir.clone(),
+                        dirs: f.dirs.clone(),
+                        lower_nlink: f.st.nlink(),
+                        unlinked: false,
+                        pinned: None,
+                    },
+                    kind,
+                );
+                if !created {
+                    let (p, n) = node.location();
+                    if p != parent || n != name {
+                        self.nodes.relocate(&node, parent, name.to_os_string(), f.layer, f.dir.clone());
+                    }
+                }
+                self.cache.put(parent, name, Some(ino), generation);
+                Ok((node, Some(f.st)))
+            }
+        }
+    }
+
+    /// The kernel dropped `count` lookups of `ino`.
+    pub fn forget(&self, ino: u64, count: u64) {
+        self.nodes.forget(ino, count);
+    }
+
+    pub(crate) fn invalidate(&self, parent: u64, name: &OsStr) {
+        self.cache.invalidate(parent, name);
+    }
+
+    pub fn readlink(&self, ino: u64) -> SysResult<std::ffi::OsString> {
+        let node = self.node(ino)?;
+        if node.kind != libc::S_IFLNK {
+            return Err(Errno::EINVAL);
+        }
+        node.readlink()
+    }
+
+    pub fn statfs(&self) -> SysResult<libc::statvfs> {
+        fs::fstatvfs(self.stack.layers[0].root.as_fd())
+    }
+
+    /// Number of live nodes (for tests and diagnostics).
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn root_ino(&self) -> u64 {
+        ROOT_INO
+    }
+
+    /// The upper layer's directory fd for `node` (a directory already copied up).
+    pub(crate) fn upper_dir_of(&self, node: &Node) -> SysResult<Arc<std::os::fd::OwnedFd>> {
+        let s = node.state.lock();
+        match s.dirs.first() {
+            Some((0, fd)) if self.has_upper() => Ok(fd.clone()),
+            _ => Err(Errno::EIO),
+        }
+    }
+
+    pub(crate) fn require_upper(&self) -> SysResult<&crate::layers::UpperExtra> {
+        self.stack.upper.as_ref().ok_or(Errno::EROFS)
+    }
+}

@@ -1,0 +1,97 @@
+//! Merged directory listings.
+//!
+//! A listing is built once per open directory handle (and again on rewind) from all
+//! directories merged at that node, top first: each name appears once, from the
+//! topmost layer that has it; whiteouts (char 0/0, `.wh.NAME`) hide the name in the
+//! layers below and are never shown; `.wh.*` markers are never shown; `.` and `..`
+//! come first. Offsets are indexes into this snapshot, so they stay valid across
+//! calls whatever happens to the directory meanwhile. d_ino is computed exactly as
+//! lookup computes st_ino.
+
+use super::UnionFs;
+use super::inode::ROOT_INO;
+use crate::sys::{SysResult, dir, fs};
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
+
+#[derive(Debug, Clone)]
+pub struct DirEntry {
+    pub name: OsString,
+    pub ino: u64,
+    /// `S_IFMT` bits of the entry's type.
+    pub kind: u32,
+}
+
+fn dtype_to_kind(d: u8) -> Option<u32> {
+    Some(match d {
+        libc::DT_DIR => libc::S_IFDIR,
+        libc::DT_REG => libc::S_IFREG,
+        libc::DT_LNK => libc::S_IFLNK,
+        libc::DT_CHR => libc::S_IFCHR,
+        libc::DT_BLK => libc::S_IFBLK,
+        libc::DT_FIFO => libc::S_IFIFO,
+        libc::DT_SOCK => libc::S_IFSOCK,
+        _ => return None,
+    })
+}
+
+impl UnionFs {
+    /// The merged listing of directory `ino`, including `.` and `..`.
+    pub fn list_dir(&self, ino: u64) -> SysResult<Vec<DirEntry>> {
+        let node = self.node(ino)?;
+        if !node.is_dir() {
+            return Err(crate::sys::Errno::ENOTDIR);
+        }
+        let (dirs, parent) = {
+            let s = node.state.lock();
+            (s.dirs.clone(), s.parent)
+        };
+        let mut out = vec![
+            DirEntry { name: ".".into(), ino, kind: libc::S_IFDIR },
+            DirEntry { name: "..".into(), ino: if parent == 0 { ROOT_INO } else { parent }, kind: libc::S_IFDIR },
+        ];
+        let mut seen: HashSet<OsString> = HashSet::new();
+        let last = dirs.len().saturating_sub(1);
+        for (i, (layer, dfd)) in dirs.iter().enumerate() {
+            let entries = dir::read_all(dfd.as_fd())?;
+            let dev = self.stack.layers[*layer as usize].dev;
+            let wh_files = self.stack.layers[*layer as usize].wh_files;
+            // Whiteouts found in this layer apply to the layers below only.
+            let mut hidden_here: Vec<OsString> = Vec::new();
+            for e in entries {
+                let b = e.name.as_bytes();
+                if b.starts_with(b".wh.") {
+                    if wh_files && b != b".wh..wh..opq" && i != last {
+                        hidden_here.push(OsString::from(std::ffi::OsStr::from_bytes(&b[4..])));
+                    }
+                    continue;
+                }
+                if seen.contains(&e.name) {
+                    continue;
+                }
+                let mut kind = dtype_to_kind(e.dtype);
+                if kind.is_none() || kind == Some(libc::S_IFCHR) {
+                    let Ok(c) = crate::sys::component(&e.name) else { continue };
+                    let Ok(st) = fs::stat_at(dfd.as_fd(), &c) else { continue };
+                    if st.is_whiteout() {
+                        seen.insert(e.name);
+                        continue;
+                    }
+                    kind = Some(st.file_type());
+                }
+                let ino = self.nodes.ino_for_raw(*layer, dev, e.ino, self.has_upper());
+                out.push(DirEntry { name: e.name.clone(), ino, kind: kind.unwrap_or(libc::S_IFREG) });
+                seen.insert(e.name);
+            }
+            seen.extend(hidden_here);
+        }
+        Ok(out)
+    }
+
+    /// Is the merged directory `ino` empty (whiteouts don't count)?
+    pub(crate) fn dir_is_empty(&self, ino: u64) -> SysResult<bool> {
+        Ok(self.list_dir(ino)?.len() <= 2)
+    }
+}

@@ -1,0 +1,147 @@
+//! The layer walk: find the topmost object for a name in a merged directory.
+//!
+//! Rules (kernel overlayfs): layers are searched top-down; the first layer with an
+//! entry decides. A whiteout (char 0/0, or an empty `.wh.NAME` in layers that may
+//! hold them) ends the search with "absent". A non-directory hides everything
+//! below. A directory merges with directories of the same name below it until a
+//! layer has a non-directory or whiteout there, or a directory is opaque
+//! (`trusted.overlay.opaque=y`, `user.overlay.opaque=y` or a `.wh..wh..opq` entry).
+//! Every open is `O_PATH|O_NOFOLLOW` of one component below a held directory fd.
+
+use super::inode::{DirLayer, LayerIdx};
+use crate::layers::LayerStack;
+use crate::sys::fs::{self, Stat};
+use crate::sys::{Errno, SysResult, xattr};
+use std::ffi::{CStr, CString, OsStr};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
+
+pub struct Found {
+    pub layer: LayerIdx,
+    /// The directory of `layer` holding the object.
+    pub dir: Arc<OwnedFd>,
+    pub st: Stat,
+    /// For directories: the merged directories, top first.
+    pub dirs: Vec<DirLayer>,
+}
+
+pub enum Resolved {
+    Missing,
+    Found(Found),
+}
+
+/// `.wh.NAME` as a C string.
+pub fn wh_name(name: &OsStr) -> SysResult<CString> {
+    let mut b = b".wh.".to_vec();
+    b.extend_from_slice(name.as_bytes());
+    if b.len() > 255 {
+        return Err(Errno::ENAMETOOLONG);
+    }
+    CString::new(b).map_err(|_| Errno::EINVAL)
+}
+
+/// Does `dir` (in `layer`) hold a `.wh.NAME` whiteout for `name`?
+fn has_wh_file(stack: &LayerStack, layer: LayerIdx, dir: BorrowedFd<'_>, name: &OsStr) -> bool {
+    if !stack.layers[layer as usize].wh_files {
+        return false;
+    }
+    match wh_name(name) {
+        Ok(w) => fs::stat_at(dir, &w).is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// Is directory `dir` of `layer` opaque?
+pub fn is_opaque(stack: &LayerStack, layer: LayerIdx, dir: BorrowedFd<'_>) -> bool {
+    if let Ok(names) = xattr::list(xattr::Target::Fd(dir)) {
+        for n in names {
+            if n == b"trusted.overlay.opaque" || n == b"user.overlay.opaque" {
+                let name = OsStr::from_bytes(&n);
+                if xattr::get(xattr::Target::Fd(dir), name).is_ok_and(|v| v == b"y") {
+                    return true;
+                }
+            }
+        }
+    }
+    stack.layers[layer as usize].wh_files && fs::stat_at(dir, c".wh..wh..opq").is_ok()
+}
+
+/// What one layer directory says about `name`.
+pub enum InLayer {
+    Absent,
+    Whiteout,
+    /// An entry; directories come with an `O_PATH` fd on them.
+    Entry(Stat, Option<OwnedFd>),
+}
+
+pub fn probe(stack: &LayerStack, layer: LayerIdx, dir: BorrowedFd<'_>, cname: &CStr, name: &OsStr) -> SysResult<InLayer> {
+    match fs::stat_at(dir, cname) {
+        Ok(st) if st.is_whiteout() => Ok(InLayer::Whiteout),
+        Ok(st) if st.is_dir() => {
+            // O_DIRECTORY|O_NOFOLLOW: if it was swapped for a symlink meanwhile, fail.
+            let fd = fs::open_at(dir, cname, libc::O_PATH | libc::O_DIRECTORY, 0)?;
+            let st = fs::fstat(fd.as_fd())?;
+            Ok(InLayer::Entry(st, Some(fd)))
+        }
+        Ok(st) => Ok(InLayer::Entry(st, None)),
+        Err(Errno::ENOENT) => {
+            if has_wh_file(stack, layer, dir, name) { Ok(InLayer::Whiteout) } else { Ok(InLayer::Absent) }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Resolve `name` in the merged directory made of `dirs` (top first).
+pub fn resolve(stack: &LayerStack, dirs: &[DirLayer], cname: &CStr, name: &OsStr) -> SysResult<Resolved> {
+    for (i, (layer, dfd)) in dirs.iter().enumerate() {
+        match probe(stack, *layer, dfd.as_fd(), cname, name)? {
+            InLayer::Absent => continue,
+            InLayer::Whiteout => return Ok(Resolved::Missing),
+            InLayer::Entry(st, fd) => {
+                let mut merged = Vec::new();
+                if let Some(fd) = fd {
+                    let fd = Arc::new(fd);
+                    merged.push((*layer, fd.clone()));
+                    if !is_opaque(stack, *layer, fd.as_fd()) {
+                        collect_below(stack, &dirs[i + 1..], cname, name, &mut merged)?;
+                    }
+                }
+                return Ok(Resolved::Found(Found { layer: *layer, dir: dfd.clone(), st, dirs: merged }));
+            }
+        }
+    }
+    Ok(Resolved::Missing)
+}
+
+/// Append the directories named `name` below the top one, until one hides the rest.
+fn collect_below(
+    stack: &LayerStack,
+    dirs: &[DirLayer],
+    cname: &CStr,
+    name: &OsStr,
+    out: &mut Vec<DirLayer>,
+) -> SysResult<()> {
+    for (layer, dfd) in dirs {
+        match probe(stack, *layer, dfd.as_fd(), cname, name)? {
+            InLayer::Absent => continue,
+            InLayer::Whiteout => break,
+            InLayer::Entry(_, None) => break,
+            InLayer::Entry(_, Some(fd)) => {
+                let opaque = is_opaque(stack, *layer, fd.as_fd());
+                out.push((*layer, Arc::new(fd)));
+                if opaque {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Is there a visible entry `name` in the layers of `dirs` below the upper layer?
+/// (Decides whether removing the upper entry needs a whiteout.)
+pub fn lower_has(stack: &LayerStack, dirs: &[DirLayer], cname: &CStr, name: &OsStr) -> SysResult<bool> {
+    let below: Vec<DirLayer> = dirs.iter().filter(|(l, _)| !(stack.has_upper() && *l == 0)).cloned().collect();
+    Ok(matches!(resolve(stack, &below, cname, name)?, Resolved::Found(_)))
+}
