@@ -109,34 +109,43 @@ fn source_positional_form() {
     m.unmount().unwrap();
 }
 
-/// mount(8) → mount.fuse3 → `unionmount SRC MNT -o opts` found through PATH.
+/// mount(8) → mount.fuse3 → `/bin/sh -c "unionmount SRC MNT -o opts"`. mount(8) drops
+/// PATH before running helpers, so the program is found only through the shell's default
+/// PATH: the test runs in a private mount namespace (nothing leaks to the host) where a
+/// tmpfs over /usr/local/sbin holds a `unionmount` symlink to the binary under test.
 #[test]
 fn mount_t_fuse_form() {
     if should_skip("mount_t_fuse_form") {
         return;
     }
-    let (tmp, d) = setup();
-    let bin = tmp.path().join("bin");
-    std::fs::create_dir(&bin).unwrap();
-    std::os::unix::fs::symlink(fuse_bin(), bin.join(fuse_label())).unwrap();
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into()));
-    let mut cmd = Command::new("mount");
-    cmd.env("PATH", &path)
-        .args(["-t", &format!("fuse.{}", fuse_label()), "imagesrc"])
-        .arg(&d.mnt)
-        .args(["-o", &d.overlay_options()]);
-    let (code, out, err) = run_bounded(&mut cmd, Duration::from_secs(30));
-    assert_eq!(code, Some(0), "mount -t failed: {out}{err}");
-    let mut m = Mounted::adopt(&d.mnt);
-    let (ty, _src) = type_and_source(&d.mnt);
-    assert_eq!(ty, format!("fuse.{}", fuse_label()));
-    check_works(&d.mnt, Some(&d.upper));
-    // umount(8) must end the daemon too.
-    let pids = daemon_pids(&d.mnt);
-    let (code, out, err) = run_bounded(Command::new("umount").arg(&d.mnt), Duration::from_secs(30));
-    assert_eq!(code, Some(0), "umount failed: {out}{err}");
-    assert!(wait_gone(&pids, &d.mnt, Duration::from_secs(20)), "daemon still running after umount");
-    let _ = m.unmount();
+    let (_tmp, d) = setup();
+    let script = r#"
+set -e
+mount -t tmpfs umtest /usr/local/sbin
+ln -s "$BIN" "/usr/local/sbin/$NAME"
+mount -t "fuse.$NAME" imagesrc "$MNT" -o "$OPTS"
+grep " $MNT " /proc/self/mountinfo | sed 's/^/MOUNTINFO /'
+echo "HELLO $(cat "$MNT/hello")"
+echo written > "$MNT/new"
+umount "$MNT"
+echo UNMOUNTED
+"#;
+    let mut cmd = Command::new("unshare");
+    cmd.args(["-m", "--propagation", "private", "sh", "-c", script])
+        .env("BIN", fuse_bin())
+        .env("NAME", fuse_label())
+        .env("MNT", &d.mnt)
+        .env("OPTS", d.overlay_options());
+    let (code, out, err) = run_bounded(&mut cmd, Duration::from_secs(60));
+    assert_eq!(code, Some(0), "mount -t fuse.{} in a private namespace failed:\n{out}{err}", fuse_label());
+    let info = out.lines().find_map(|l| l.strip_prefix("MOUNTINFO ")).expect("mountinfo line");
+    let mut fields = info.split(" - ").nth(1).unwrap().split(' ');
+    assert_eq!(fields.next(), Some(format!("fuse.{}", fuse_label()).as_str()), "type in mountinfo: {info}");
+    assert!(out.contains("HELLO world"), "merged view through mount -t: {out}");
+    assert!(out.contains("UNMOUNTED"), "{out}{err}");
+    // umount(8) must end the daemon, which then has written through to the upper layer.
+    assert!(wait_gone(&daemon_pids(&d.mnt), &d.mnt, Duration::from_secs(20)), "daemon still running after umount");
+    assert_eq!(fs::cat(&d.upper.join("new")).as_deref(), Ok("written\n"));
 }
 
 /// containers/storage: run from the driver's home with relative lower paths, an empty

@@ -456,25 +456,45 @@ impl Transcript {
             }
         }
     }
+    /// Record an open's outcome without the fd number (which differs between mounts).
+    pub fn rec_open(&mut self, label: &str, r: SysResult<OwnedFd>) -> Option<OwnedFd> {
+        self.rec(label, r.as_ref().map(|_| "fd").map_err(|e| *e));
+        r.ok()
+    }
     /// Record a plain fact.
     pub fn note(&mut self, line: impl Into<String>) {
         self.0.push(line.into());
     }
 }
 
-/// Side-by-side report of two transcripts, marking differing lines; None when equal.
+/// Report of two transcripts aligned by a longest-common-subsequence diff (a missing or
+/// extra line does not shift the rest), marking differing lines; None when equal.
 pub fn diff_transcripts(a_label: &str, a: &Transcript, b_label: &str, b: &Transcript) -> Option<String> {
     if a == b {
         return None;
     }
+    let (x, y) = (&a.0, &b.0);
+    let (n, m) = (x.len(), y.len());
+    // lcs[i][j] = LCS length of x[i..] and y[j..]
+    let mut lcs = vec![vec![0usize; m + 1]; n + 1];
+    for i in (0..n).rev() {
+        for j in (0..m).rev() {
+            lcs[i][j] = if x[i] == y[j] { lcs[i + 1][j + 1] + 1 } else { lcs[i + 1][j].max(lcs[i][j + 1]) };
+        }
+    }
     let mut out = String::new();
-    for i in 0..a.0.len().max(b.0.len()) {
-        let x = a.0.get(i).map(String::as_str).unwrap_or("<missing>");
-        let y = b.0.get(i).map(String::as_str).unwrap_or("<missing>");
-        if x == y {
-            out.push_str(&format!("    {x}\n"));
+    let (mut i, mut j) = (0, 0);
+    while i < n || j < m {
+        if i < n && j < m && x[i] == y[j] {
+            out.push_str(&format!("    {}\n", x[i]));
+            i += 1;
+            j += 1;
+        } else if j >= m || (i < n && lcs[i + 1][j] >= lcs[i][j + 1]) {
+            out.push_str(&format!("  ! {a_label}: {}\n", x[i]));
+            i += 1;
         } else {
-            out.push_str(&format!("  ! {a_label}: {x}\n  ! {b_label}: {y}\n"));
+            out.push_str(&format!("  ! {b_label}: {}\n", y[j]));
+            j += 1;
         }
     }
     Some(out)

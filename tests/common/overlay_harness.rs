@@ -276,9 +276,20 @@ impl Pair {
 
     /// Run `f` on the kernel mount root, then on the FUSE mount root, appending to the
     /// transcripts. `f` receives the mount root and whether it is the kernel side.
+    /// A panic inside `f` (e.g. an unwrap on an unexpected errno) ends that side's run with
+    /// a `scenario aborted` line, so the report still compares everything else.
     pub fn run(&mut self, f: impl Fn(&Path, bool, &mut Transcript)) {
-        f(&self.kernel.mnt, true, &mut self.klog);
-        f(&self.fuse.mnt, false, &mut self.flog);
+        for (mnt, kernel, log) in [(&self.kernel.mnt, true, &mut self.klog), (&self.fuse.mnt, false, &mut self.flog)] {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(mnt, kernel, log)));
+            if let Err(p) = r {
+                let msg = p
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                log.note(format!("scenario aborted: {msg}"));
+            }
+        }
     }
 
     /// Compare transcripts and merged trees, unmount both, compare uppers (when
