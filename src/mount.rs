@@ -223,13 +223,8 @@ fn serve(args: &MountArgs, plan: &Plan) -> Result<(), String> {
     let fuse = FuseFs::new(ufs.clone(), ttl, passthrough);
     let config = fuse_config(args, plan);
     let privileged = crate::sys::euid() == 0;
-    let session = if privileged {
-        mount_privileged(fuse, args, plan, &config)
-    } else {
-        fuser::Session::new(fuse, &plan.mountpoint, &config)
-            .map_err(|e| format!("cannot mount on {}: {e}", plan.mountpoint.display()))
-    };
-    let mut session = match session {
+    let session = mount_fuse(fuse, args, plan, &config, privileged);
+    let session = match session {
         Ok(s) => s,
         Err(msg) => {
             report(&msg);
@@ -246,7 +241,6 @@ fn serve(args: &MountArgs, plan: &Plan) -> Result<(), String> {
         process::stdio_to_devnull();
     }
 
-    let mut unmounter = session.unmount_callable();
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let done2 = done.clone();
     let mnt = plan.mountpoint.clone();
@@ -263,7 +257,7 @@ fn serve(args: &MountArgs, plan: &Plan) -> Result<(), String> {
                     .or_else(|_| crate::sys::mount::umount(&mnt, true))
                     .map_err(|e| e.to_string())
             } else {
-                unmounter.unmount().map_err(|e| e.to_string())
+                crate::sys::mount::fuserumount(&mnt)
             };
             if let Err(e) = r {
                 log::warn!("unmount of {} failed: {e}", mnt.display());
@@ -293,8 +287,15 @@ fn wait_ready(r: std::os::fd::OwnedFd, pid: i32) -> i32 {
     1
 }
 
-/// Mount with our own mount(2) call (type `fuse.unionmount`) and wrap the fd.
-fn mount_privileged(fuse: FuseFs, args: &MountArgs, plan: &Plan, config: &fuser::Config) -> Result<fuser::Session<FuseFs>, String> {
+/// Mount (our own mount(2) as root, fusermount3 otherwise; type `fuse.unionmount`
+/// either way) and wrap the /dev/fuse fd in a session.
+fn mount_fuse(
+    fuse: FuseFs,
+    args: &MountArgs,
+    plan: &Plan,
+    config: &fuser::Config,
+    privileged: bool,
+) -> Result<fuser::Session<FuseFs>, String> {
     let has = |f: &str| args.opts.kernel_flags.iter().any(|k| k == f);
     let flags = crate::sys::mount::Flags {
         ro: plan.spec.upper.is_none(),
@@ -310,10 +311,32 @@ fn mount_privileged(fuse: FuseFs, args: &MountArgs, plan: &Plan, config: &fuser:
         extra.push_str(",allow_other");
     }
     let fsname = args.opts.fsname.clone().unwrap_or_else(|| "unionmount".into());
-    let fd = crate::sys::mount::fuse_mount(&plan.mountpoint, &fsname, "unionmount", flags, &extra)
-        .map_err(|e| format!("cannot mount on {}: {e}", plan.mountpoint.display()))?;
+    let fd = if privileged {
+        crate::sys::mount::fuse_mount(&plan.mountpoint, &fsname, "unionmount", flags, &extra)
+            .map_err(|e| format!("cannot mount on {}: {e}", plan.mountpoint.display()))?
+    } else {
+        let mut opts = format!("fsname={fsname},subtype=unionmount,{extra}");
+        for (on, name) in [
+            (flags.ro, "ro"),
+            (flags.nodev, "nodev"),
+            (flags.nosuid, "nosuid"),
+            (flags.noexec, "noexec"),
+            (flags.noatime, "noatime"),
+        ] {
+            if on {
+                opts.push(',');
+                opts.push_str(name);
+            }
+        }
+        crate::sys::mount::fusermount(&plan.mountpoint, &opts)
+            .map_err(|e| format!("cannot mount on {}: {e}", plan.mountpoint.display()))?
+    };
     fuser::Session::from_fd(fuse, fd, config.acl, config.clone()).map_err(|e| {
-        let _ = crate::sys::mount::umount(&plan.mountpoint, true);
+        let _ = if privileged {
+            crate::sys::mount::umount(&plan.mountpoint, true).map_err(|e| e.to_string())
+        } else {
+            crate::sys::mount::fuserumount(&plan.mountpoint)
+        };
         format!("FUSE handshake on {} failed: {e}", plan.mountpoint.display())
     })
 }

@@ -5,7 +5,7 @@
 
 use super::{SysResult, cpath, cvt, fs};
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
 /// Kernel mount flags we pass through.
@@ -65,4 +65,75 @@ pub fn umount(mnt: &Path, lazy: bool) -> SysResult<()> {
     let flags = if lazy { libc::MNT_DETACH } else { 0 };
     // SAFETY: valid C string.
     cvt(unsafe { libc::umount2(target.as_ptr(), flags) }).map(drop)
+}
+
+/// Unprivileged mount through the setuid helper `fusermount3`: it opens
+/// /dev/fuse, mounts with `opts` and passes the fd back over a socket.
+pub fn fusermount(mnt: &Path, opts: &str) -> Result<OwnedFd, String> {
+    let mut fds = [0i32; 2];
+    // SAFETY: `fds` has room for two fds; socketpair writes both on success.
+    cvt(unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, fds.as_mut_ptr()) })
+        .map_err(|e| format!("socketpair: {e}"))?;
+    // SAFETY: both fds are fresh and owned by us from here on.
+    let (ours, theirs) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: setting FD_CLOEXEC on our own end only.
+    unsafe { libc::fcntl(ours.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+    let helper = ["fusermount3", "fusermount"]
+        .into_iter()
+        .find(|h| std::process::Command::new(h).arg("-V").output().is_ok())
+        .ok_or("fusermount3 not found: install the fuse3 package")?;
+    let out = std::process::Command::new(helper)
+        .arg("-o")
+        .arg(opts)
+        .arg("--")
+        .arg(mnt)
+        .env("_FUSE_COMMFD", theirs.as_raw_fd().to_string())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {helper}: {e}"))?;
+    drop(theirs);
+    if !out.status.success() {
+        let msg = String::from_utf8_lossy(&out.stderr).trim().replace('\n', "; ");
+        return Err(format!("{helper} failed: {msg}"));
+    }
+    recv_fd(&ours).map_err(|e| format!("{helper} passed no /dev/fuse fd: {e}"))
+}
+
+/// Receive one fd sent with SCM_RIGHTS.
+fn recv_fd(sock: &OwnedFd) -> SysResult<OwnedFd> {
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 };
+    let mut cbuf = [0u64; 8];
+    // SAFETY: msghdr is plain data; we point it at live local buffers.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&cbuf);
+    // SAFETY: `msg` describes valid buffers for the duration of the call.
+    let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+    if n < 0 {
+        return Err(super::Errno::last());
+    }
+    // SAFETY: CMSG_FIRSTHDR/CMSG_DATA walk the control buffer recvmsg filled.
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        if cmsg.is_null() || (*cmsg).cmsg_level != libc::SOL_SOCKET || (*cmsg).cmsg_type != libc::SCM_RIGHTS {
+            return Err(super::Errno::EIO);
+        }
+        let fd = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<i32>());
+        Ok(OwnedFd::from_raw_fd(fd))
+    }
+}
+
+/// Unprivileged unmount through `fusermount3 -u -z`.
+pub fn fuserumount(mnt: &Path) -> Result<(), String> {
+    let out = std::process::Command::new("fusermount3")
+        .arg("-u")
+        .arg("-z")
+        .arg("--")
+        .arg(mnt)
+        .output()
+        .map_err(|e| format!("cannot run fusermount3: {e}"))?;
+    if out.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&out.stderr).trim().to_string()) }
 }
