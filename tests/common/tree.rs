@@ -208,6 +208,14 @@ fn whiteout() -> Node {
     }
 }
 
+/// Drop st_nlink from every node (for comparisons where hard links may legitimately have
+/// been broken by a copy-based fallback).
+pub fn forget_nlink(s: &mut Snapshot) {
+    for n in s.values_mut() {
+        n.nlink = None;
+    }
+}
+
 /// Snapshot of a merged view (or any plain tree).
 pub fn snapshot(root: &Path) -> Snapshot {
     let mut out = Snapshot::new();
