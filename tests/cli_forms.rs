@@ -417,3 +417,28 @@ fn malformed_options_never_panic() {
         assert!(code.is_some(), "seed {seed}, args {args:?}: killed or timed out: {err}");
     }
 }
+
+/// `-d` logs each request (here: the lookup of a file) to stderr.
+#[test]
+fn debug_flag_logs_requests() {
+    if should_skip("debug_flag") {
+        return;
+    }
+    let (tmp, d) = setup();
+    let log = tmp.path().join("daemon.log");
+    let mut child = Command::new(fuse_bin())
+        .args(["-f", "-d", "-o", &d.overlay_options()])
+        .arg(&d.mnt)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_mounted(&d.mnt, &mut child);
+    let _guard = Mounted::adopt(&d.mnt);
+    assert_eq!(fs::cat(&d.mnt.join("hello")).unwrap(), "world");
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    wait_exit(&mut child).expect("daemon did not exit within 30s of SIGTERM");
+    let text = std::fs::read_to_string(&log).unwrap().to_lowercase();
+    assert!(text.contains("lookup"), "no lookup request logged with -d; log was:\n{}", text.chars().take(2000).collect::<String>());
+}

@@ -204,3 +204,19 @@ fn fsynced_data_is_in_upper() {
     }
     s.mount.unmount().unwrap();
 }
+
+/// Leftovers from an earlier run (a crash before this test's time) are removed from
+/// workdir when mounting.
+#[test]
+fn stale_workdir_leftovers_are_cleaned_at_mount() {
+    if should_skip("workdir_leftovers") {
+        return;
+    }
+    let tmp = tempfile::Builder::new().prefix("umleft").tempdir().unwrap();
+    let d = LayerSet::new(&["f a a\n"], "").build(&tmp.path().join("x"), &[], Format::Overlay);
+    std::fs::create_dir_all(d.work.join("work/#1234")).unwrap();
+    std::fs::write(d.work.join("work/#1234/half-copied"), vec![b'x'; 10000]).unwrap();
+    let mut m = remount_and_check_workdir(&d);
+    assert_eq!(fs::list_names(&m.mnt).unwrap(), vec!["a"]);
+    m.unmount().unwrap();
+}

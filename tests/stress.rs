@@ -377,3 +377,60 @@ fn readers_during_copy_up_see_whole_old_content() {
     assert!(bad.is_empty(), "readers saw wrong content during copy-up: {bad:?}");
     assert_eq!(fs::read_file(&s.dirs.upper.join("big")).unwrap().len(), SIZE, "upper copy incomplete");
 }
+
+/// readdir of a merged directory while another thread creates and removes entries in it:
+/// every entry that exists throughout is returned exactly once, and no name twice, however
+/// many getdents calls the listing takes.
+#[test]
+fn readdir_is_stable_under_concurrent_change() {
+    if should_skip("readdir_concurrent") {
+        return;
+    }
+    let mut bottom = String::new();
+    let mut top = String::new();
+    for i in 0..600 {
+        bottom.push_str(&format!("f d/stable-{i:04} b\n"));
+    }
+    for i in (0..600).step_by(4) {
+        top.push_str(&format!("f d/stable-{i:04} t\nf d/top-{i:04} t\n"));
+    }
+    let s = Single::new(&LayerSet::new(&[&top, &bottom], ""), &[], Format::Overlay, "");
+    let dir = s.mount.mnt.join("d");
+    let stop = Arc::new(AtomicBool::new(false));
+    let churn = {
+        let (dir, stop) = (dir.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let p = dir.join(format!("churn-{}", i % 50));
+                let _ = fs::write_file(&p, libc::O_CREAT, b"c");
+                if i % 3 == 0 {
+                    let _ = fs::unlink(&dir.join(format!("churn-{}", (i + 25) % 50)));
+                }
+                i += 1;
+            }
+        })
+    };
+    let mut problems = Vec::new();
+    for round in 0..20 {
+        let names = match fs::getdents_names(&dir, 512) {
+            Ok(n) => n,
+            Err(e) => {
+                problems.push(format!("round {round}: readdir failed: {e}"));
+                continue;
+            }
+        };
+        let mut seen = std::collections::BTreeMap::new();
+        for n in &names {
+            *seen.entry(String::from_utf8_lossy(n).into_owned()).or_insert(0) += 1;
+        }
+        let dups: Vec<&String> = seen.iter().filter(|(_, c)| **c > 1).map(|(k, _)| k).collect();
+        let stable = seen.keys().filter(|k| k.starts_with("stable-") || k.starts_with("top-")).count();
+        if !dups.is_empty() || stable != 750 {
+            problems.push(format!("round {round}: {stable} of 750 stable names, duplicates {dups:?}"));
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    churn.join().unwrap();
+    assert!(problems.is_empty(), "readdir under concurrent change: {problems:#?}");
+}
