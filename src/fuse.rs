@@ -11,7 +11,7 @@ use crate::union::{Attr, Ctx, UnionFs};
 use fuser::{
     AccessFlags, BackingId, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
     Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
+    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
     Request, TimeOrNow, WriteFlags,
 };
 use parking_lot::Mutex;
@@ -189,7 +189,10 @@ impl FuseFs {
 
 impl Filesystem for FuseFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
-        let wanted = InitFlags::FUSE_PARALLEL_DIROPS | InitFlags::FUSE_CACHE_SYMLINKS;
+        let wanted = InitFlags::FUSE_PARALLEL_DIROPS
+            | InitFlags::FUSE_CACHE_SYMLINKS
+            | InitFlags::FUSE_DO_READDIRPLUS
+            | InitFlags::FUSE_READDIRPLUS_AUTO;
         let _ = config.add_capabilities(wanted & config.capabilities());
         if self.passthrough != Passthrough::Off {
             let ok = config.capabilities().contains(InitFlags::FUSE_PASSTHROUGH)
@@ -386,7 +389,9 @@ impl Filesystem for FuseFs {
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.fs.opendir(ino.0) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            // Every change to a directory passes through the kernel, which then drops
+            // its cached listing itself: let it keep listings across opens.
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE),
             Err(e) => reply.error(err(e)),
         }
     }
@@ -398,6 +403,27 @@ impl Filesystem for FuseFs {
         };
         for (i, e) in list.iter().enumerate().skip(start) {
             if reply.add(INodeNo(e.ino), (i + 1) as u64, kind_of(e.kind), &e.name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    /// Entries with attributes: each one (but `.` and `..`, which the kernel does
+    /// not link) counts as a lookup, taken back if it did not fit in the reply.
+    fn readdirplus(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+        let (list, start) = match self.fs.readdir(fh.0, offset) {
+            Ok(x) => x,
+            Err(e) => return reply.error(err(e)),
+        };
+        for (i, e) in list.iter().enumerate().skip(start) {
+            let dot = e.name == "." || e.name == "..";
+            let attr = if dot { self.fs.getattr(e.ino, None) } else { self.fs.lookup(ino.0, &e.name) };
+            let Ok(attr) = attr else { continue };
+            if reply.add(INodeNo(attr.ino), (i + 1) as u64, &e.name, &self.ttl, &to_attr(&attr), Generation(0)) {
+                if !dot {
+                    self.fs.forget(attr.ino, 1);
+                }
                 break;
             }
         }

@@ -372,7 +372,8 @@ fn fuse_config(args: &MountArgs, plan: &Plan) -> fuser::Config {
     // mounts allow other users only when asked (allow_other needs user_allow_other).
     c.acl = if args.opts.allow_other || crate::sys::euid() == 0 { fuser::SessionACL::All } else { fuser::SessionACL::Owner };
     c.n_threads = Some(args.opts.threads.unwrap_or_else(|| (process::cpu_count() * 2).clamp(2, 8)));
-    c.clone_fd = true;
+    // One /dev/fuse fd per thread (FUSE_DEV_IOC_CLONE) needs /dev/fuse to be openable.
+    c.clone_fd = std::fs::OpenOptions::new().read(true).write(true).open("/dev/fuse").is_ok();
     c
 }
 

@@ -13,15 +13,19 @@
 
 use lru::LruCache;
 use parking_lot::Mutex;
-use std::ffi::{OsStr, OsString};
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::ffi::OsStr;
+use std::hash::BuildHasher;
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 const SHARDS: usize = 16;
 
+/// (parent, hash of name) → (name, answer). The name is kept to rule out hash
+/// collisions, so a probe costs no allocation.
+type Shard = LruCache<(u64, u64), (Box<OsStr>, Option<u64>)>;
+
 pub struct LookupCache {
-    shards: Vec<Mutex<LruCache<(u64, OsString), Option<u64>>>>,
+    shards: Vec<Mutex<Shard>>,
     hasher: std::collections::hash_map::RandomState,
     enabled: bool,
     generation: AtomicU64,
@@ -39,11 +43,10 @@ impl LookupCache {
         }
     }
 
-    fn shard(&self, parent: u64, name: &OsStr) -> &Mutex<LruCache<(u64, OsString), Option<u64>>> {
-        let mut h = self.hasher.build_hasher();
-        parent.hash(&mut h);
-        name.hash(&mut h);
-        &self.shards[(h.finish() as usize) % SHARDS]
+    fn key(&self, parent: u64, name: &OsStr) -> ((u64, u64), &Mutex<Shard>) {
+        let h = self.hasher.hash_one(name);
+        let shard = &self.shards[((h ^ parent.wrapping_mul(0x9e37_79b9_7f4a_7c15)) as usize) % SHARDS];
+        ((parent, h), shard)
     }
 
     /// `Some(Some(ino))` hit, `Some(None)` negative hit, `None` miss.
@@ -51,9 +54,11 @@ impl LookupCache {
         if !self.enabled {
             return None;
         }
-        // The key type owns its name; build it only for the probe.
-        let key = (parent, name.to_os_string());
-        self.shard(parent, name).lock().get(&key).copied()
+        let (k, shard) = self.key(parent, name);
+        match shard.lock().get(&k) {
+            Some((n, ino)) if &**n == name => Some(*ino),
+            _ => None,
+        }
     }
 
     /// The generation to pass to `put` for a walk starting now.
@@ -64,9 +69,10 @@ impl LookupCache {
     /// Store a walk's answer unless something was invalidated since `begin`.
     pub fn put(&self, parent: u64, name: &OsStr, ino: Option<u64>, generation: u64) {
         if self.enabled {
-            let mut shard = self.shard(parent, name).lock();
+            let (k, shard) = self.key(parent, name);
+            let mut shard = shard.lock();
             if self.generation.load(Ordering::Acquire) == generation {
-                shard.put((parent, name.to_os_string()), ino);
+                shard.put(k, (name.into(), ino));
             }
         }
     }
@@ -74,7 +80,8 @@ impl LookupCache {
     pub fn invalidate(&self, parent: u64, name: &OsStr) {
         self.generation.fetch_add(1, Ordering::AcqRel);
         if self.enabled {
-            self.shard(parent, name).lock().pop(&(parent, name.to_os_string()));
+            let (k, shard) = self.key(parent, name);
+            shard.lock().pop(&k);
         }
     }
 }

@@ -4,8 +4,9 @@
 //! owner, mode, xattrs but overlay-private ones, timestamps last), fsynced unless the
 //! mount is volatile, and renamed into place with RENAME_NOREPLACE, so a crash
 //! leaves either no upper object (the lower one still shows) or the whole new one.
-//! A node's copy-up is serialised by its `copyup` lock; no other lock is held while
-//! data is copied. The node keeps its inode number (`NodeTable::add_origin`).
+//! A node's copy-up is serialised by a striped copy-up lock (never held while
+//! taking another: parents are copied up before the child's lock is taken); no
+//! other lock is held while data is copied. The node keeps its inode number (`NodeTable::add_origin`).
 
 use super::UnionFs;
 use super::inode::Node;
@@ -14,6 +15,7 @@ use crate::sys::fs::{self, SetTime, Stat};
 use crate::sys::{Errno, SysResult, xattr};
 use std::ffi::CStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use super::inode::Held;
 use std::sync::Arc;
 
 const CHUNK: usize = 1 << 30;
@@ -126,7 +128,7 @@ impl UnionFs {
         }
         let pnode = self.node(parent)?;
         self.copy_up(&pnode)?;
-        let _guard = node.copyup.lock();
+        let _guard = self.copyup_lock(node.ino);
         let (layer, src) = node.top()?;
         if layer == 0 {
             return Ok(());
@@ -154,12 +156,14 @@ impl UnionFs {
         if st.is_dir() || st.nlink() <= 1 {
             self.nodes.add_origin(nst.ino(), node.ino);
         }
-        let nfd = Arc::new(nfd);
+        let nfd = Held::new(nfd);
         let mut s = node.state.lock();
         s.layer = 0;
         s.dir = pdir;
         if st.is_dir() {
-            s.dirs.insert(0, (0, nfd));
+            let mut dirs = vec![(0, nfd)];
+            dirs.extend(s.dir_layers().iter().cloned());
+            s.dirs = Some(dirs.into());
         }
         Ok(())
     }
@@ -196,7 +200,7 @@ impl UnionFs {
     /// below it, then mark it opaque, so it can move anywhere. Used by rename.
     pub fn detach_dir(&self, node: &Arc<Node>) -> SysResult<()> {
         self.copy_up(node)?;
-        if node.state.lock().dirs.len() <= 1 {
+        if !node.state.lock().merged() {
             return Ok(());
         }
         for e in self.list_dir(node.ino)?.into_iter().skip(2) {
@@ -207,7 +211,8 @@ impl UnionFs {
         }
         let top = self.upper_dir_of(node)?;
         self.set_opaque(top.as_fd())?;
-        node.state.lock().dirs.truncate(1);
+        let mut s = node.state.lock();
+        s.dirs = Some(s.dir_layers()[..1].to_vec().into());
         Ok(())
     }
 

@@ -16,10 +16,10 @@ use crate::sys::{Errno, SysResult};
 use std::os::fd::AsFd;
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 pub const ROOT_INO: u64 = 1;
 const LAYER_SHIFT: u32 = 48;
@@ -28,8 +28,35 @@ const INO_MASK: u64 = (1 << LAYER_SHIFT) - 1;
 /// Layer index in `LayerStack::layers` (0 = upper when there is one).
 pub type LayerIdx = u16;
 
+/// An `O_PATH` fd on an object of one layer. For directories it also remembers
+/// whether a listing found no `.wh.` markers in it, which spares lookups the
+/// `.wh.NAME` probe (reset when this daemon writes a marker there).
+#[derive(Debug)]
+pub struct Held {
+    fd: OwnedFd,
+    no_wh: AtomicBool,
+}
+
+impl Held {
+    pub fn new(fd: OwnedFd) -> Arc<Held> {
+        Arc::new(Held { fd, no_wh: AtomicBool::new(false) })
+    }
+    pub fn no_wh(&self) -> bool {
+        self.no_wh.load(Ordering::Relaxed)
+    }
+    pub fn set_no_wh(&self, v: bool) {
+        self.no_wh.store(v, Ordering::Relaxed)
+    }
+}
+
+impl AsFd for Held {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
 /// One directory of a merged directory: its layer and an `O_PATH` fd.
-pub type DirLayer = (LayerIdx, Arc<OwnedFd>);
+pub type DirLayer = (LayerIdx, Arc<Held>);
 
 /// The mutable part of a node.
 #[derive(Debug)]
@@ -37,27 +64,67 @@ pub struct NodeState {
     /// Where the node sits in the merged tree: parent inode and name. `parent == 0`
     /// for the root and for nodes whose last name was removed.
     pub parent: u64,
-    pub name: OsString,
+    pub name: Name,
     /// Layer of the topmost real object.
     pub layer: LayerIdx,
     /// The directory (in `layer`) that holds the object as `name`. Non-directories
     /// are reached through it, so a file node costs no fd of its own.
-    pub dir: Arc<OwnedFd>,
+    pub dir: Arc<Held>,
     /// Directories only: the directories merged here, top first; `dirs[0]` is an
     /// `O_PATH` fd on the topmost object. Ends at the first opaque directory.
-    pub dirs: Vec<DirLayer>,
-    /// st_nlink of the lower object at lookup (1 for fresh upper objects).
-    pub lower_nlink: u64,
+    pub dirs: Option<Arc<[DirLayer]>>,
     /// The name was removed: `dir`/`name` may now hold something else.
     pub unlinked: bool,
     /// For a removed non-directory: an `O_PATH` fd taken before removal, so open
     /// files can still be stat'ed (fstat reaches us without a handle).
-    pub pinned: Option<Arc<OwnedFd>>,
+    pub pinned: Option<Arc<Held>>,
 }
 
 impl NodeState {
     fn cname(&self) -> SysResult<std::ffi::CString> {
-        crate::sys::component(&self.name)
+        crate::sys::component(self.name.as_os_str())
+    }
+
+    /// The directories merged here (empty for non-directories).
+    pub fn dir_layers(&self) -> &[DirLayer] {
+        self.dirs.as_deref().unwrap_or(&[])
+    }
+
+    /// Number of merged directories (more than one = a merged directory).
+    pub fn merged(&self) -> bool {
+        self.dir_layers().len() > 1
+    }
+}
+
+/// A file name stored inline when short (most are), so a node needs no extra
+/// allocation for it.
+#[derive(Debug, Clone)]
+pub enum Name {
+    Inline(u8, [u8; 22]),
+    Heap(Box<[u8]>),
+}
+
+impl Name {
+    pub fn as_os_str(&self) -> &OsStr {
+        use std::os::unix::ffi::OsStrExt;
+        match self {
+            Name::Inline(n, b) => OsStr::from_bytes(&b[..*n as usize]),
+            Name::Heap(b) => OsStr::from_bytes(b),
+        }
+    }
+}
+
+impl From<&OsStr> for Name {
+    fn from(s: &OsStr) -> Name {
+        use std::os::unix::ffi::OsStrExt;
+        let b = s.as_bytes();
+        if b.len() <= 22 {
+            let mut a = [0u8; 22];
+            a[..b.len()].copy_from_slice(b);
+            Name::Inline(b.len() as u8, a)
+        } else {
+            Name::Heap(b.into())
+        }
     }
 }
 
@@ -66,11 +133,9 @@ pub struct Node {
     pub ino: u64,
     /// `S_IFMT` bits: the type never changes for a node.
     pub kind: u32,
-    pub state: Mutex<NodeState>,
+    children: AtomicU32,
     lookups: AtomicU64,
-    children: AtomicU64,
-    /// Serialises copy-up of this node.
-    pub copyup: Mutex<()>,
+    pub state: Mutex<NodeState>,
 }
 
 impl Node {
@@ -79,22 +144,22 @@ impl Node {
     }
     /// (layer, `O_PATH` fd) of the topmost object; opened on demand for
     /// non-directories.
-    pub fn top(&self) -> SysResult<(LayerIdx, Arc<OwnedFd>)> {
+    pub fn top(&self) -> SysResult<(LayerIdx, Arc<Held>)> {
         let s = self.state.lock();
-        if let Some((l, fd)) = s.dirs.first() {
+        if let Some((l, fd)) = s.dir_layers().first() {
             return Ok((*l, fd.clone()));
         }
         if s.unlinked {
             return s.pinned.clone().map(|p| (s.layer, p)).ok_or(Errno::ENOENT);
         }
         let fd = fs::open_at(s.dir.as_fd(), &s.cname()?, libc::O_PATH, 0)?;
-        Ok((s.layer, Arc::new(fd)))
+        Ok((s.layer, Held::new(fd)))
     }
 
     /// stat of the topmost object.
     pub fn stat(&self) -> SysResult<Stat> {
         let s = self.state.lock();
-        if let Some((_, fd)) = s.dirs.first() {
+        if let Some((_, fd)) = s.dir_layers().first() {
             return fs::fstat(fd.as_fd());
         }
         if s.unlinked {
@@ -122,12 +187,13 @@ impl Node {
         let (_, fd) = self.top()?;
         fs::readlink_fd(fd.as_fd())
     }
-    pub fn dirs(&self) -> Vec<DirLayer> {
-        self.state.lock().dirs.clone()
+    /// The merged directories (shared; cloning is one reference count).
+    pub fn dirs(&self) -> Arc<[DirLayer]> {
+        self.state.lock().dirs.clone().unwrap_or_else(|| Arc::from(Vec::new()))
     }
     pub fn location(&self) -> (u64, OsString) {
         let s = self.state.lock();
-        (s.parent, s.name.clone())
+        (s.parent, s.name.as_os_str().to_os_string())
     }
 }
 
@@ -149,8 +215,7 @@ impl NodeTable {
             kind: libc::S_IFDIR,
             state: Mutex::new(root),
             lookups: AtomicU64::new(1 << 62),
-            children: AtomicU64::new(0),
-            copyup: Mutex::new(()),
+            children: AtomicU32::new(0),
         });
         let mut m = HashMap::new();
         m.insert(ROOT_INO, root);
@@ -229,8 +294,7 @@ impl NodeTable {
             kind,
             state: Mutex::new(state),
             lookups: AtomicU64::new(1),
-            children: AtomicU64::new(0),
-            copyup: Mutex::new(()),
+            children: AtomicU32::new(0),
         });
         g.insert(ino, node.clone());
         (node, true)
@@ -238,7 +302,7 @@ impl NodeTable {
 
     /// Move `node` to (parent, name), now held as `name` in `dir` of `layer`,
     /// keeping the parents' child counts right.
-    pub fn relocate(&self, node: &Node, parent: u64, name: OsString, layer: LayerIdx, dir: Arc<OwnedFd>) {
+    pub fn relocate(&self, node: &Node, parent: u64, name: OsString, layer: LayerIdx, dir: Arc<Held>) {
         let g = self.nodes.read();
         let mut s = node.state.lock();
         s.layer = layer;
@@ -251,20 +315,20 @@ impl NodeTable {
             }
             let old = s.parent;
             s.parent = parent;
-            s.name = name;
+            s.name = name.as_os_str().into();
             drop(s);
             drop(g);
             if old != 0 {
                 self.release_child(old);
             }
         } else {
-            s.name = name;
+            s.name = name.as_os_str().into();
         }
     }
 
     /// The node no longer has a name in the merged tree; `pin` keeps the object
     /// reachable while the kernel still uses it.
-    pub fn detach(&self, node: &Node, pin: Option<Arc<OwnedFd>>) {
+    pub fn detach(&self, node: &Node, pin: Option<Arc<Held>>) {
         let old = {
             let mut s = node.state.lock();
             s.unlinked = true;

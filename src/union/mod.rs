@@ -26,9 +26,10 @@ use crate::layers::LayerStack;
 use crate::sys::fs::{self, Stat};
 use crate::sys::{Errno, SysResult};
 use cache::LookupCache;
-use inode::{DirLayer, LayerIdx, Node, NodeState, NodeTable, ROOT_INO};
+use inode::{DirLayer, Held, LayerIdx, Node, NodeState, NodeTable, ROOT_INO};
 use std::ffi::OsStr;
 use std::os::fd::AsFd;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -69,6 +70,8 @@ pub struct UnionFs {
     pub cfg: Config,
     pub(crate) handles: file::Handles,
     tmp_seq: AtomicU64,
+    /// Copy-up serialisation, striped by inode number (never held nested).
+    copyup_locks: Vec<parking_lot::Mutex<()>>,
 }
 
 /// True for names that are whiteout markers in some layer format.
@@ -88,7 +91,7 @@ impl UnionFs {
     pub fn new(stack: LayerStack, cfg: Config) -> SysResult<UnionFs> {
         let mut dirs: Vec<DirLayer> = Vec::new();
         for (i, l) in stack.layers.iter().enumerate() {
-            let fd = Arc::new(fs::open_at(l.root.as_fd(), c".", libc::O_PATH | libc::O_DIRECTORY, 0)?);
+            let fd = Held::new(fs::open_at(l.root.as_fd(), c".", libc::O_PATH | libc::O_DIRECTORY, 0)?);
             dirs.push((i as LayerIdx, fd.clone()));
             if resolve::is_opaque(&stack, i as LayerIdx, fd.as_fd()) {
                 break;
@@ -96,7 +99,7 @@ impl UnionFs {
         }
         let (layer, fd) = dirs[0].clone();
         let root =
-            NodeState { parent: 0, name: ".".into(), layer, dir: fd, dirs, lower_nlink: 1, unlinked: false, pinned: None };
+            NodeState { parent: 0, name: OsStr::new(".").into(), layer, dir: fd, dirs: Some(dirs.into()), unlinked: false, pinned: None };
         let devs = stack.layers.iter().map(|l| l.dev).collect();
         Ok(UnionFs {
             nodes: NodeTable::new(root, devs),
@@ -105,7 +108,12 @@ impl UnionFs {
             stack,
             cfg,
             tmp_seq: AtomicU64::new(0),
+            copyup_locks: (0..64).map(|_| parking_lot::Mutex::new(())).collect(),
         })
+    }
+
+    pub(crate) fn copyup_lock(&self, ino: u64) -> parking_lot::MutexGuard<'_, ()> {
+        self.copyup_locks[(ino % self.copyup_locks.len() as u64) as usize].lock()
     }
 
     pub fn has_upper(&self) -> bool {
@@ -125,7 +133,7 @@ impl UnionFs {
     /// Merged attributes of `node`.
     pub fn attr_of(&self, node: &Node) -> SysResult<Attr> {
         let st = node.stat()?;
-        let merged = node.state.lock().dirs.len() > 1;
+        let merged = node.state.lock().merged();
         Ok(self.attr_from(node.ino, st, merged))
     }
 
@@ -150,7 +158,7 @@ impl UnionFs {
     pub fn lookup(&self, parent: u64, name: &OsStr) -> SysResult<Attr> {
         let (node, st) = self.lookup_node_stat(parent, name)?;
         if let Some(st) = st {
-            let merged = node.state.lock().dirs.len() > 1;
+            let merged = node.state.lock().merged();
             return Ok(self.attr_from(node.ino, st, merged));
         }
         match self.attr_of(&node) {
@@ -200,11 +208,10 @@ impl UnionFs {
                     ino,
                     || NodeState {
                         parent,
-                        name: name.to_os_string(),
+                        name: name.into(),
                         layer: f.layer,
                         dir: f.dir.clone(),
-                        dirs: f.dirs.clone(),
-                        lower_nlink: f.st.nlink(),
+                        dirs: if f.dirs.is_empty() { None } else { Some(f.dirs.clone().into()) },
                         unlinked: false,
                         pinned: None,
                     },
@@ -253,9 +260,9 @@ impl UnionFs {
     }
 
     /// The upper layer's directory fd for `node` (a directory already copied up).
-    pub(crate) fn upper_dir_of(&self, node: &Node) -> SysResult<Arc<std::os::fd::OwnedFd>> {
+    pub(crate) fn upper_dir_of(&self, node: &Node) -> SysResult<Arc<Held>> {
         let s = node.state.lock();
-        match s.dirs.first() {
+        match s.dir_layers().first() {
             Some((0, fd)) if self.has_upper() => Ok(fd.clone()),
             _ => Err(Errno::EIO),
         }
@@ -265,3 +272,6 @@ impl UnionFs {
         self.stack.upper.as_ref().ok_or(Errno::EROFS)
     }
 }
+
+#[cfg(test)]
+mod tests;

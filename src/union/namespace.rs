@@ -9,7 +9,7 @@
 //! self-contained (`detach_dir`), so renaming lower directories works (no EXDEV).
 //! Each change invalidates exactly the lookup-cache keys it touches.
 
-use super::inode::{Node, NodeState};
+use super::inode::{Held, Node, NodeState};
 use super::resolve::{self, Resolved, wh_name};
 use super::{Attr, Ctx, UnionFs, is_wh_name};
 use crate::layers::{WhiteoutFormat, remove_tree_at};
@@ -157,7 +157,7 @@ impl UnionFs {
             }
         };
         self.invalidate(parent, name);
-        let fd = Arc::new(fs::open_at(pdir.as_fd(), &cname, libc::O_PATH, 0)?);
+        let fd = Held::new(fs::open_at(pdir.as_fd(), &cname, libc::O_PATH, 0)?);
         let st = fs::fstat(fd.as_fd())?;
         let node = match kind {
             NewKind::Link { node } => {
@@ -169,14 +169,13 @@ impl UnionFs {
             }
             _ => {
                 let ino = self.nodes.ino_for(0, &st, true);
-                let dirs = if st.is_dir() { vec![(0, fd.clone())] } else { Vec::new() };
+                let dirs = if st.is_dir() { Some(vec![(0, fd.clone())].into()) } else { None };
                 let state = NodeState {
                     parent,
-                    name: name.to_os_string(),
+                    name: name.into(),
                     layer: 0,
                     dir: pdir.clone(),
                     dirs,
-                    lower_nlink: 1,
                     unlinked: false,
                     pinned: None,
                 };

@@ -46,7 +46,7 @@ impl UnionFs {
         }
         let (dirs, parent) = {
             let s = node.state.lock();
-            (s.dirs.clone(), s.parent)
+            (s.dir_layers().to_vec(), s.parent)
         };
         let mut out = vec![
             DirEntry { name: ".".into(), ino, kind: libc::S_IFDIR },
@@ -60,9 +60,11 @@ impl UnionFs {
             let wh_files = self.stack.layers[*layer as usize].wh_files;
             // Whiteouts found in this layer apply to the layers below only.
             let mut hidden_here: Vec<OsString> = Vec::new();
+            let mut markers = false;
             for e in entries {
                 let b = e.name.as_bytes();
                 if b.starts_with(b".wh.") {
+                    markers = true;
                     if wh_files && b != b".wh..wh..opq" && i != last {
                         hidden_here.push(OsString::from(std::ffi::OsStr::from_bytes(&b[4..])));
                     }
@@ -86,6 +88,11 @@ impl UnionFs {
                 seen.insert(e.name);
             }
             seen.extend(hidden_here);
+            // Lower layers never change: remember a marker-free directory so
+            // lookups can skip the `.wh.NAME` probe there.
+            if !(self.has_upper() && *layer == 0) {
+                dfd.set_no_wh(!markers);
+            }
         }
         Ok(out)
     }

@@ -8,7 +8,7 @@
 //! (`trusted.overlay.opaque=y`, `user.overlay.opaque=y` or a `.wh..wh..opq` entry).
 //! Every open is `O_PATH|O_NOFOLLOW` of one component below a held directory fd.
 
-use super::inode::{DirLayer, LayerIdx};
+use super::inode::{DirLayer, Held, LayerIdx};
 use crate::layers::LayerStack;
 use crate::sys::fs::{self, Stat};
 use crate::sys::{Errno, SysResult, xattr};
@@ -20,7 +20,7 @@ use std::sync::Arc;
 pub struct Found {
     pub layer: LayerIdx,
     /// The directory of `layer` holding the object.
-    pub dir: Arc<OwnedFd>,
+    pub dir: Arc<Held>,
     pub st: Stat,
     /// For directories: the merged directories, top first.
     pub dirs: Vec<DirLayer>,
@@ -42,12 +42,12 @@ pub fn wh_name(name: &OsStr) -> SysResult<CString> {
 }
 
 /// Does `dir` (in `layer`) hold a `.wh.NAME` whiteout for `name`?
-fn has_wh_file(stack: &LayerStack, layer: LayerIdx, dir: BorrowedFd<'_>, name: &OsStr) -> bool {
-    if !stack.layers[layer as usize].wh_files {
+fn has_wh_file(stack: &LayerStack, layer: LayerIdx, dir: &Held, name: &OsStr) -> bool {
+    if !stack.layers[layer as usize].wh_files || dir.no_wh() {
         return false;
     }
     match wh_name(name) {
-        Ok(w) => fs::stat_at(dir, &w).is_ok(),
+        Ok(w) => fs::stat_at(dir.as_fd(), &w).is_ok(),
         Err(_) => false,
     }
 }
@@ -75,7 +75,8 @@ pub enum InLayer {
     Entry(Stat, Option<OwnedFd>),
 }
 
-pub fn probe(stack: &LayerStack, layer: LayerIdx, dir: BorrowedFd<'_>, cname: &CStr, name: &OsStr) -> SysResult<InLayer> {
+pub fn probe(stack: &LayerStack, layer: LayerIdx, held: &Held, cname: &CStr, name: &OsStr) -> SysResult<InLayer> {
+    let dir = held.as_fd();
     match fs::stat_at(dir, cname) {
         Ok(st) if st.is_whiteout() => Ok(InLayer::Whiteout),
         Ok(st) if st.is_dir() => {
@@ -86,7 +87,7 @@ pub fn probe(stack: &LayerStack, layer: LayerIdx, dir: BorrowedFd<'_>, cname: &C
         }
         Ok(st) => Ok(InLayer::Entry(st, None)),
         Err(Errno::ENOENT) => {
-            if has_wh_file(stack, layer, dir, name) { Ok(InLayer::Whiteout) } else { Ok(InLayer::Absent) }
+            if has_wh_file(stack, layer, held, name) { Ok(InLayer::Whiteout) } else { Ok(InLayer::Absent) }
         }
         Err(e) => Err(e),
     }
@@ -95,13 +96,13 @@ pub fn probe(stack: &LayerStack, layer: LayerIdx, dir: BorrowedFd<'_>, cname: &C
 /// Resolve `name` in the merged directory made of `dirs` (top first).
 pub fn resolve(stack: &LayerStack, dirs: &[DirLayer], cname: &CStr, name: &OsStr) -> SysResult<Resolved> {
     for (i, (layer, dfd)) in dirs.iter().enumerate() {
-        match probe(stack, *layer, dfd.as_fd(), cname, name)? {
+        match probe(stack, *layer, dfd, cname, name)? {
             InLayer::Absent => continue,
             InLayer::Whiteout => return Ok(Resolved::Missing),
             InLayer::Entry(st, fd) => {
                 let mut merged = Vec::new();
                 if let Some(fd) = fd {
-                    let fd = Arc::new(fd);
+                    let fd = Held::new(fd);
                     merged.push((*layer, fd.clone()));
                     if !is_opaque(stack, *layer, fd.as_fd()) {
                         collect_below(stack, &dirs[i + 1..], cname, name, &mut merged)?;
@@ -123,13 +124,13 @@ fn collect_below(
     out: &mut Vec<DirLayer>,
 ) -> SysResult<()> {
     for (layer, dfd) in dirs {
-        match probe(stack, *layer, dfd.as_fd(), cname, name)? {
+        match probe(stack, *layer, dfd, cname, name)? {
             InLayer::Absent => continue,
             InLayer::Whiteout => break,
             InLayer::Entry(_, None) => break,
             InLayer::Entry(_, Some(fd)) => {
                 let opaque = is_opaque(stack, *layer, fd.as_fd());
-                out.push((*layer, Arc::new(fd)));
+                out.push((*layer, Held::new(fd)));
                 if opaque {
                     break;
                 }
