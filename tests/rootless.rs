@@ -1,8 +1,14 @@
-//! Rootless: the daemon run by an unprivileged user (uid/gid 4242, no passwd entry needed)
+//! Rootless: the daemon run by an unprivileged user (uid/gid 4242)
 //! mounts through fusermount3 in overlay mode. mknod and trusted.* are not allowed there,
 //! so whiteouts must be written as `.wh.` files (or user.overlay xattrs), and they must
 //! work: hidden in the merged view, also after a remount. Without `allow_other`, other
 //! users (root included) are kept out of the mount.
+//!
+//! The test thread enters its own mount namespace (the host is not touched, and everything
+//! the test starts inherits the thread's namespace) and there bind-mounts copies of
+//! /etc/passwd and /etc/group naming the test user (fusermount3 wants a user name), and,
+//! where /dev/fuse is root-only (some containers, this CI), a 0666 node of the same
+//! device over /dev/fuse, as every distribution ships it.
 
 mod common;
 
@@ -23,6 +29,49 @@ fn chown_tree(p: &Path) {
         for n in fs::list_names(p).unwrap() {
             chown_tree(&p.join(n));
         }
+    }
+}
+
+fn bind(src: &Path, dst: &Path) {
+    let none = std::ptr::null::<libc::c_char>();
+    let (s, d) = (cpath(src), cpath(dst));
+    // SAFETY: plain syscall on paths we own, in this thread's private mount namespace.
+    let r = unsafe { libc::mount(s.as_ptr(), d.as_ptr(), none, libc::MS_BIND, std::ptr::null()) };
+    assert_eq!(r, 0, "bind {src:?} over {dst:?}: {}", fs::Errno::last());
+}
+
+/// Private mount namespace for this thread with the test user known and /dev/fuse usable.
+fn private_user_environment(scratch: &Path) {
+    let none = std::ptr::null::<libc::c_char>();
+    // SAFETY: plain syscalls; unshare(CLONE_NEWNS) affects this thread only.
+    unsafe {
+        assert_eq!(libc::unshare(libc::CLONE_NEWNS), 0, "unshare(CLONE_NEWNS): {}", fs::Errno::last());
+        let root = cpath(Path::new("/"));
+        let r = libc::mount(none, root.as_ptr(), none, libc::MS_REC | libc::MS_PRIVATE, std::ptr::null());
+        assert_eq!(r, 0, "make / private: {}", fs::Errno::last());
+    }
+    for (file, line) in [
+        ("passwd", format!("umrootless:x:{UID}:{UID}:unionmount rootless test:/nonexistent:/usr/sbin/nologin\n")),
+        ("group", format!("umrootless:x:{UID}:\n")),
+    ] {
+        let etc = Path::new("/etc").join(file);
+        let mut text = std::fs::read_to_string(&etc).unwrap_or_default();
+        if !text.ends_with('\n') && !text.is_empty() {
+            text.push('\n');
+        }
+        text.push_str(&line);
+        let copy = scratch.join(file);
+        std::fs::write(&copy, text).unwrap();
+        fs::chmod(&copy, 0o644).unwrap();
+        bind(&copy, &etc);
+    }
+    let st = fs::lstat(Path::new("/dev/fuse")).expect("/dev/fuse");
+    if st.st_mode & 0o006 != 0o006 {
+        let node = scratch.join("fuse-node");
+        fs::mknod(&node, libc::S_IFCHR | 0o666, st.st_rdev).unwrap();
+        fs::chmod(&node, 0o666).unwrap();
+        bind(&node, Path::new("/dev/fuse"));
+        eprintln!("/dev/fuse is root-only here: using a 0666 node in a private mount namespace");
     }
 }
 
@@ -55,6 +104,7 @@ fn rootless_mount_writes_usable_whiteouts() {
     }
     let tmp = tempfile::Builder::new().prefix("umrootless").tempdir().unwrap();
     fs::chmod(tmp.path(), 0o755).unwrap();
+    private_user_environment(tmp.path());
     let set = LayerSet::new(&["f gone lower\nf kept k\nd emptyd\nd full\nf full/x x\n"], "");
     let d = set.build(&tmp.path().join("x"), &[], Format::Overlay);
     chown_tree(&d.base);

@@ -102,15 +102,16 @@ pub fn run_bounded(cmd: &mut Command, limit: Duration) -> (Option<i32>, String, 
     (code, stdout, stderr)
 }
 
-/// Is `p` a mountpoint right now (per /proc/self/mountinfo)?
+/// Is `p` a mountpoint right now (in this thread's mount namespace)?
 pub fn is_mounted(p: &Path) -> bool {
     mountinfo_line(p).is_some()
 }
 
-/// The /proc/self/mountinfo line whose mount point is `p`, if any (last one wins).
+/// The mountinfo line whose mount point is `p`, if any (last one wins). Read from
+/// /proc/thread-self: a test thread may have its own mount namespace.
 pub fn mountinfo_line(p: &Path) -> Option<String> {
     let want = p.to_string_lossy().into_owned();
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let info = std::fs::read_to_string("/proc/thread-self/mountinfo").ok()?;
     info.lines().filter(|l| l.split(' ').nth(4) == Some(want.as_str())).last().map(String::from)
 }
 
