@@ -363,15 +363,19 @@ fn readers_during_copy_up_see_whole_old_content() {
             bad
         }));
     }
-    while reads.load(Ordering::Relaxed) < 3 {
-        std::thread::yield_now();
-    }
+    // Bounded waits: a reader stuck in the filesystem must fail the test, not hang it.
+    let wait_reads = |n: usize, what: &str| {
+        let start = Instant::now();
+        while reads.load(Ordering::Relaxed) < n {
+            assert!(start.elapsed() < Duration::from_secs(120), "readers stuck {what}");
+            std::thread::yield_now();
+        }
+    };
+    wait_reads(3, "before the copy-up");
     // Copy-up by chmod (content unchanged), while the readers keep reading.
     fs::chmod(&big, 0o600).unwrap();
     let after = reads.load(Ordering::Relaxed);
-    while reads.load(Ordering::Relaxed) < after + 6 {
-        std::thread::yield_now();
-    }
+    wait_reads(after + 6, "after the copy-up");
     stop.store(true, Ordering::Relaxed);
     let bad: Vec<String> = readers.into_iter().flat_map(|h| h.join().unwrap()).collect();
     assert!(bad.is_empty(), "readers saw wrong content during copy-up: {bad:?}");
