@@ -275,10 +275,9 @@ fn report(log: &[String], op: &str, what: &str) -> String {
 
 /// Abort the FUSE connection of `mnt` so that threads stuck in it return.
 fn abort_connection(mnt: &Path) {
-    if let Some(line) = mountinfo_line(mnt) {
-        if let Some(minor) = line.split(' ').nth(2).and_then(|d| d.split(':').nth(1)) {
-            let _ = std::fs::write(format!("/sys/fs/fuse/connections/{minor}/abort"), "1");
-        }
+    let line = mountinfo_line(mnt).unwrap_or_default();
+    if let Some(minor) = line.split(' ').nth(2).and_then(|d| d.split(':').nth(1)) {
+        let _ = std::fs::write(format!("/sys/fs/fuse/connections/{minor}/abort"), "1");
     }
 }
 
@@ -408,7 +407,7 @@ fn readdir_is_stable_under_concurrent_change() {
             while !stop.load(Ordering::Relaxed) {
                 let p = dir.join(format!("churn-{}", i % 50));
                 let _ = fs::write_file(&p, libc::O_CREAT, b"c");
-                if i % 3 == 0 {
+                if i.is_multiple_of(3) {
                     let _ = fs::unlink(&dir.join(format!("churn-{}", (i + 25) % 50)));
                 }
                 i += 1;

@@ -112,7 +112,7 @@ pub fn is_mounted(p: &Path) -> bool {
 pub fn mountinfo_line(p: &Path) -> Option<String> {
     let want = p.to_string_lossy().into_owned();
     let info = std::fs::read_to_string("/proc/thread-self/mountinfo").ok()?;
-    info.lines().filter(|l| l.split(' ').nth(4) == Some(want.as_str())).last().map(String::from)
+    info.lines().rfind(|l| l.split(' ').nth(4) == Some(want.as_str())).map(String::from)
 }
 
 /// Pids of processes whose command line has `mnt` as one argument.
@@ -121,10 +121,8 @@ pub fn daemon_pids(mnt: &Path) -> Vec<u32> {
     let mut pids = Vec::new();
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
-        if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
-            if cmd.split(|b| *b == 0).any(|a| a == want) {
-                pids.push(pid);
-            }
+        if std::fs::read(e.path().join("cmdline")).is_ok_and(|cmd| cmd.split(|b| *b == 0).any(|a| a == want)) {
+            pids.push(pid);
         }
     }
     pids
