@@ -176,9 +176,15 @@ fn ctx(req: &Request) -> Ctx {
 impl FuseFs {
     fn entry(&self, reply: ReplyEntry, r: crate::sys::SysResult<Attr>) {
         match r {
-            Ok(a) => reply.entry(&self.ttl, &to_attr(&a), Generation(0)),
+            Ok(a) => reply.entry(&self.entry_ttl(&a), &to_attr(&a), Generation(0)),
             Err(e) => reply.error(err(e)),
         }
+    }
+
+    /// Names of a multiply-linked file may stop sharing an inode when one of them
+    /// is copied up (as in overlayfs): let the kernel recheck them soon.
+    fn entry_ttl(&self, a: &Attr) -> Duration {
+        if !a.st.is_dir() && a.st.nlink() > 1 { self.ttl.min(Duration::from_secs(1)) } else { self.ttl }
     }
 
     fn make(&self, req: &Request, parent: INodeNo, name: &OsStr, kind: NewKind<'_>, reply: ReplyEntry) {
@@ -208,7 +214,7 @@ impl Filesystem for FuseFs {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.fs.lookup(parent.0, name) {
-            Ok(a) => reply.entry(&self.ttl, &to_attr(&a), Generation(0)),
+            Ok(a) => reply.entry(&self.entry_ttl(&a), &to_attr(&a), Generation(0)),
             // A negative entry the kernel may cache for the same time.
             Err(crate::sys::Errno::ENOENT) => reply.entry(&self.ttl, &NEGATIVE, Generation(0)),
             Err(e) => reply.error(err(e)),
@@ -420,7 +426,7 @@ impl Filesystem for FuseFs {
             let dot = e.name == "." || e.name == "..";
             let attr = if dot { self.fs.getattr(e.ino, None) } else { self.fs.lookup(ino.0, &e.name) };
             let Ok(attr) = attr else { continue };
-            if reply.add(INodeNo(attr.ino), (i + 1) as u64, &e.name, &self.ttl, &to_attr(&attr), Generation(0)) {
+            if reply.add(INodeNo(attr.ino), (i + 1) as u64, &e.name, &self.entry_ttl(&attr), &to_attr(&attr), Generation(0)) {
                 if !dot {
                     self.fs.forget(attr.ino, 1);
                 }

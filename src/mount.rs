@@ -85,6 +85,7 @@ fn plan(args: &MountArgs) -> Result<Plan, String> {
         };
         let img = crate::store::resolve(&q).map_err(|e| e.to_string())?;
         spec.lowers = img.layers.iter().map(|l| l.dir.clone()).collect();
+        spec.lower_wh_files = img.lower_wh_files();
         if !args.opts.read_only {
             if let Some(up) = &args.upper {
                 std::fs::create_dir_all(up).map_err(|e| format!("cannot create upper dir {}: {e}", up.display()))?;

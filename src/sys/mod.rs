@@ -13,6 +13,7 @@ pub mod dir;
 pub mod fs;
 pub mod mount;
 pub mod process;
+pub mod store_ops;
 pub mod xattr;
 
 use std::ffi::{CString, OsStr};

@@ -204,6 +204,9 @@ pub struct NodeTable {
     origins: Mutex<HashMap<u64, u64>>,
     /// (layer, dev, st_ino) → inode number for objects that don't fit the formula.
     overflow: Mutex<HashMap<(LayerIdx, u64, u64), u64>>,
+    /// (layer, st_ino, parent, name) → inode number for names of a hard-linked
+    /// lower file whose node was copied up through another name.
+    aliases: Mutex<HashMap<(LayerIdx, u64, u64, OsString), u64>>,
     next_overflow: AtomicU64,
     layer_devs: Vec<u64>,
 }
@@ -223,6 +226,7 @@ impl NodeTable {
             nodes: RwLock::new(m),
             origins: Mutex::new(HashMap::new()),
             overflow: Mutex::new(HashMap::new()),
+            aliases: Mutex::new(HashMap::new()),
             // Overflow numbers live in the top layer slot, which no layer uses.
             next_overflow: AtomicU64::new((0xffffu64 << LAYER_SHIFT) + 1),
             layer_devs,
@@ -248,6 +252,15 @@ impl NodeTable {
             .overflow
             .lock()
             .entry((layer, dev, ino))
+            .or_insert_with(|| self.next_overflow.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// A separate inode number for one name of a hard-linked lower file.
+    pub fn alias_ino(&self, layer: LayerIdx, st: &Stat, parent: u64, name: &OsStr) -> u64 {
+        *self
+            .aliases
+            .lock()
+            .entry((layer, st.ino(), parent, name.to_os_string()))
             .or_insert_with(|| self.next_overflow.fetch_add(1, Ordering::Relaxed))
     }
 
@@ -361,17 +374,24 @@ impl NodeTable {
         if ino == ROOT_INO {
             return;
         }
+        // Fast path: most forgets leave the node alive; only a drop to zero
+        // needs the write lock (where the counts are checked again).
+        {
+            let g = self.nodes.read();
+            let Some(n) = g.get(&ino) else { return };
+            let prev = n.lookups.fetch_sub(count.min(n.lookups.load(Ordering::Relaxed)), Ordering::AcqRel);
+            if prev > count || n.children.load(Ordering::Relaxed) != 0 {
+                return;
+            }
+        }
         let mut g = self.nodes.write();
         let mut cur = ino;
-        let mut dec_lookups = count;
+        let mut first = true;
         loop {
             let Some(n) = g.get(&cur).cloned() else { break };
-            if dec_lookups > 0 {
-                let prev = n.lookups.load(Ordering::Relaxed);
-                let new = prev.saturating_sub(dec_lookups);
-                n.lookups.store(new, Ordering::Relaxed);
-                dec_lookups = 0;
-                if new != 0 || n.children.load(Ordering::Relaxed) != 0 {
+            if first {
+                first = false;
+                if n.lookups.load(Ordering::Relaxed) != 0 || n.children.load(Ordering::Relaxed) != 0 {
                     break;
                 }
             } else if n.children.fetch_sub(1, Ordering::Relaxed) != 1 || n.lookups.load(Ordering::Relaxed) != 0 {

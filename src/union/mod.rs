@@ -202,7 +202,15 @@ impl UnionFs {
                 Err(Errno::ENOENT)
             }
             resolve::Resolved::Found(f) => {
-                let ino = self.nodes.ino_for(f.layer, &f.st, self.has_upper());
+                let mut ino = self.nodes.ino_for(f.layer, &f.st, self.has_upper());
+                let lower = !(self.has_upper() && f.layer == 0);
+                if lower && !f.st.is_dir() && f.st.nlink() > 1 {
+                    // A lower file with several names: once one name was copied up,
+                    // that node is the upper copy; this name is another object now.
+                    if self.nodes.get(ino).is_some_and(|n| n.state.lock().layer == 0 && self.has_upper()) {
+                        ino = self.nodes.alias_ino(f.layer, &f.st, parent, name);
+                    }
+                }
                 let kind = f.st.file_type();
                 let (node, created) = self.nodes.get_or_insert(
                     ino,

@@ -1,4 +1,13 @@
-//! Shared helpers for the integration tests.
+//! Helpers shared by the integration tests.
+//!
+//! Image tests: synthetic stores ([`synth`]) and tree snapshots/comparison against tars plus
+//! kernel overlay mounts ([`tree`]).
+//!
+//! Union filesystem tests (differential against kernel overlayfs, random ops, call forms,
+//! reliability): libc wrappers returning errnos ([`fsops`]), layer directories built from a
+//! compact spec ([`layer_spec`]), snapshots of merged trees and upper dirs with whiteouts
+//! normalised ([`overlay_tree`]), kernel + FUSE mounts with cleanup guards
+//! ([`overlay_harness`]) and a seeded PRNG ([`rng`]).
 //!
 //! Environment knobs (all optional):
 //! - `UNIONMOUNT_TEST_FUSE_BIN`: FUSE binary to test instead of unionmount (e.g.
@@ -17,5 +26,14 @@
 pub mod fsops;
 pub mod layer_spec;
 pub mod overlay_harness;
+pub mod overlay_tree;
 pub mod rng;
+pub mod synth;
 pub mod tree;
+
+use std::path::PathBuf;
+
+/// The shared fixture directory (`../shared/fixtures/tiny-image` beside the repo).
+pub fn fixture_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/tiny-image")
+}

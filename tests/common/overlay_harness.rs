@@ -8,7 +8,7 @@
 
 use super::fsops::{self, Transcript};
 use super::layer_spec::{Format, LayerDirs, LayerSet};
-use super::tree::{self, Snapshot};
+use super::overlay_tree::{self as tree, Snapshot};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -1,277 +1,253 @@
-//! Snapshots of directory trees and readable diffs between them.
+//! Tree snapshots and comparison: a mounted directory against a tar (e.g. `docker export`).
 //!
-//! A merged snapshot records, per path: type, permission bits, owner, size and content
-//! (files), symlink target, user./trusted./security. xattrs minus overlay-private ones,
-//! st_nlink (regular files) and rdev (devices). An upper snapshot additionally normalises
-//! the two whiteout formats (char 0/0 device or `.wh.NAME` → `whiteout`) and the two
-//! opaque markers (`*.overlay.opaque=y` xattr or `.wh..wh..opq` → `opaque`).
-//! Timestamps, directory sizes and inode numbers are not compared.
+//! Reusable by any mount test: snapshot the mount point with [`snapshot_dir`], the ground
+//! truth with [`snapshot_tar`], and [`compare`] them (types, permission bits, owners,
+//! sizes, content hashes, symlink targets, device numbers; not times), ignoring the
+//! entries Docker's init layer adds ([`DOCKER_INIT`]).
+//!
+//! [`KernelOverlay`] mounts layer directories with kernel overlayfs (root only), the
+//! reference the union filesystem is checked against.
 
-use super::fsops;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-use std::fmt;
+use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Entries `docker export` shows that come from Docker's init layer, not the image.
+/// A trailing `/` means the directory itself and everything under it.
+pub const DOCKER_INIT: &[&str] = &[
+    ".dockerenv",
+    "dev/console",
+    "dev/pts/",
+    "dev/shm/",
+    "etc/hostname",
+    "etc/hosts",
+    "etc/resolv.conf",
+    "etc/mtab",
+    "proc/",
+    "sys/",
+    "dev/",
+];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind {
-    Dir,
     File,
+    Dir,
     Symlink,
     Fifo,
+    Char,
+    Block,
     Socket,
-    CharDev,
-    BlockDev,
-    Whiteout,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One entry of a tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
     pub kind: Kind,
+    /// Permission bits including setuid/setgid/sticky.
     pub mode: u32,
-    pub uid: u32,
-    pub gid: u32,
-    pub size: Option<u64>,
+    pub uid: u64,
+    pub gid: u64,
+    /// Size for regular files, 0 otherwise.
+    pub size: u64,
+    /// sha256 of a regular file's content.
     pub content: Option<String>,
-    pub target: Option<String>,
-    pub xattrs: Vec<(String, String)>,
-    pub nlink: Option<u64>,
-    pub rdev: Option<(u32, u32)>,
-    pub opaque: bool,
+    /// Symlink target (bytes, lossily shown).
+    pub target: Option<Vec<u8>>,
+    /// (major, minor) for devices.
+    pub rdev: Option<(u64, u64)>,
 }
 
-impl fmt::Display for Node {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.kind == Kind::Whiteout {
-            return f.write_str("whiteout");
-        }
-        write!(f, "{:?} {:04o} {}:{}", self.kind, self.mode, self.uid, self.gid)?;
-        if let Some(s) = self.size {
-            write!(f, " size={s}")?;
-        }
-        if let Some(c) = &self.content {
-            write!(f, " content={c}")?;
-        }
-        if let Some(t) = &self.target {
-            write!(f, " -> {t:?}")?;
-        }
-        if let Some(n) = self.nlink {
-            write!(f, " nlink={n}")?;
-        }
-        if let Some((a, b)) = self.rdev {
-            write!(f, " rdev={a},{b}")?;
-        }
-        if self.opaque {
-            write!(f, " opaque")?;
-        }
-        if !self.xattrs.is_empty() {
-            let xs: Vec<String> = self.xattrs.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            write!(f, " xattrs{{{}}}", xs.join(", "))?;
-        }
-        Ok(())
-    }
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// Relative path (bytes; "" is the root) → node.
-pub type Snapshot = BTreeMap<Vec<u8>, Node>;
-
-/// Is this xattr an overlay implementation detail that a merged view must hide and an
-/// upper comparison must ignore?
-pub fn is_private_xattr(name: &str) -> bool {
-    name.starts_with("trusted.overlay.")
-        || name.starts_with("user.overlay.")
-        || name.contains(".fuseoverlayfs.")
-        || name.contains(".unionmount.")
-}
-
-fn show_value(v: &[u8]) -> String {
-    if v.len() <= 48 && v.iter().all(|b| (0x20..0x7f).contains(b)) {
-        format!("{:?}", String::from_utf8_lossy(v))
-    } else {
-        let h = Sha256::digest(v);
-        let hex: String = h.iter().take(8).map(|b| format!("{b:02x}")).collect();
-        format!("sha256:{hex}(len {})", v.len())
-    }
-}
-
-fn node_of(path: &Path, st: &libc::stat) -> Node {
-    let fmt = st.st_mode & libc::S_IFMT;
-    let kind = match fmt {
-        libc::S_IFDIR => Kind::Dir,
-        libc::S_IFREG => Kind::File,
-        libc::S_IFLNK => Kind::Symlink,
-        libc::S_IFIFO => Kind::Fifo,
-        libc::S_IFSOCK => Kind::Socket,
-        libc::S_IFCHR => Kind::CharDev,
-        libc::S_IFBLK => Kind::BlockDev,
-        _ => panic!("unknown file type {fmt:o} at {path:?}"),
-    };
-    let mut xattrs = Vec::new();
-    for name in fsops::llistxattr(path).unwrap_or_else(|e| panic!("listxattr {path:?}: {e}")) {
-        let wanted = ["user.", "trusted.", "security."].iter().any(|p| name.starts_with(p));
-        if wanted && !is_private_xattr(&name) {
-            let v = fsops::lgetxattr(path, &name).map(|v| show_value(&v)).unwrap_or_else(|e| format!("<{e}>"));
-            xattrs.push((name, v));
-        }
-    }
-    let mut node = Node {
-        mode: if kind == Kind::Symlink { 0 } else { st.st_mode & 0o7777 },
-        uid: st.st_uid,
-        gid: st.st_gid,
-        size: None,
-        content: None,
-        target: None,
-        xattrs,
-        nlink: None,
-        rdev: None,
-        opaque: false,
-        kind,
-    };
-    match node.kind {
-        Kind::File => {
-            node.size = Some(st.st_size as u64);
-            node.nlink = Some(st.st_nlink);
-            let data = fsops::read_file(path).unwrap_or_else(|e| panic!("read {path:?}: {e}"));
-            node.content = Some(show_value(&data));
-        }
-        Kind::Symlink => {
-            let t = fsops::readlink(path).unwrap_or_else(|e| panic!("readlink {path:?}: {e}"));
-            node.target = Some(t.to_string_lossy().into_owned());
-        }
-        Kind::CharDev | Kind::BlockDev => {
-            node.rdev = Some((libc::major(st.st_rdev), libc::minor(st.st_rdev)));
-        }
-        _ => {}
-    }
-    node
-}
-
-fn join_rel(rel: &[u8], name: &[u8]) -> Vec<u8> {
-    if rel.is_empty() {
-        name.to_vec()
-    } else {
-        [rel, b"/", name].concat()
-    }
-}
-
-fn walk(root: &Path, rel: &[u8], upper: bool, out: &mut Snapshot) {
-    let path = if rel.is_empty() { root.to_path_buf() } else { root.join(std::ffi::OsStr::from_bytes(rel)) };
-    let st = fsops::lstat(&path).unwrap_or_else(|e| panic!("lstat {path:?}: {e}"));
-    let mut node = node_of(&path, &st);
-    if upper && node.kind == Kind::CharDev && st.st_rdev == 0 {
-        node = whiteout();
-    }
-    if node.kind != Kind::Dir {
-        out.insert(rel.to_vec(), node);
-        return;
-    }
-    if upper {
-        for key in ["trusted.overlay.opaque", "user.overlay.opaque"] {
-            if fsops::lgetxattr(&path, key).is_ok_and(|v| v == b"y") {
-                node.opaque = true;
-            }
-        }
-    }
-    let mut names: Vec<Vec<u8>> = fsops::read_dir_raw(&path)
-        .unwrap_or_else(|e| panic!("readdir {path:?}: {e}"))
-        .into_iter()
-        .map(|e| e.name)
-        .filter(|n| n != b"." && n != b"..")
-        .collect();
-    names.sort();
-    for name in names {
-        if upper && name == b".wh..wh..opq" {
-            node.opaque = true;
-        } else if upper && name.starts_with(b".wh.") {
-            out.insert(join_rel(rel, &name[4..]), whiteout());
-        } else {
-            walk(root, &join_rel(rel, &name), upper, out);
-        }
-    }
-    out.insert(rel.to_vec(), node);
-}
-
-fn whiteout() -> Node {
-    Node {
-        kind: Kind::Whiteout,
-        mode: 0,
-        uid: 0,
-        gid: 0,
-        size: None,
-        content: None,
-        target: None,
-        xattrs: vec![],
-        nlink: None,
-        rdev: None,
-        opaque: false,
-    }
-}
-
-/// Drop st_nlink from every node (for comparisons where hard links may legitimately have
-/// been broken by a copy-based fallback).
-pub fn forget_nlink(s: &mut Snapshot) {
-    for n in s.values_mut() {
-        n.nlink = None;
-    }
-}
-
-/// Snapshot of a merged view (or any plain tree).
-pub fn snapshot(root: &Path) -> Snapshot {
-    let mut out = Snapshot::new();
-    walk(root, b"", false, &mut out);
-    out
-}
-
-/// Snapshot of an upper directory with whiteout and opaque formats normalised.
-pub fn snapshot_upper(root: &Path) -> Snapshot {
-    let mut out = Snapshot::new();
-    walk(root, b"", true, &mut out);
-    out
-}
-
-fn show_path(p: &[u8]) -> String {
-    if p.is_empty() { "/".into() } else { format!("/{}", String::from_utf8_lossy(p)) }
-}
-
-/// Render a snapshot, one line per path.
-pub fn render(s: &Snapshot) -> String {
-    s.iter().map(|(p, n)| format!("  {}: {n}\n", show_path(p))).collect()
-}
-
-/// A readable diff of two snapshots, or None when they are equal.
-pub fn diff(a_label: &str, a: &Snapshot, b_label: &str, b: &Snapshot) -> Option<String> {
-    if a == b {
-        return None;
-    }
-    let mut out = String::new();
-    let mut keys: Vec<&Vec<u8>> = a.keys().chain(b.keys()).collect();
-    keys.sort();
-    keys.dedup();
-    let mut lines = 0;
-    for k in keys {
-        let line = match (a.get(k), b.get(k)) {
-            (Some(x), Some(y)) if x == y => continue,
-            (Some(x), Some(y)) => {
-                format!("  {}:\n    {a_label}: {x}\n    {b_label}: {y}\n", show_path(k))
-            }
-            (Some(x), None) => format!("  {}: only in {a_label}: {x}\n", show_path(k)),
-            (None, Some(y)) => format!("  {}: only in {b_label}: {y}\n", show_path(k)),
-            (None, None) => unreachable!(),
-        };
-        lines += 1;
-        if lines > 60 {
-            out.push_str("  ... (more differences)\n");
+fn hash_reader(mut r: impl Read) -> String {
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = r.read(&mut buf).expect("read");
+        if n == 0 {
             break;
         }
-        out.push_str(&line);
+        h.update(&buf[..n]);
     }
-    Some(out)
+    hex(&h.finalize())
 }
 
-/// Panic with a readable report when two snapshots differ.
-pub fn assert_same(what: &str, a_label: &str, a: &Snapshot, b_label: &str, b: &Snapshot) {
-    if let Some(d) = diff(a_label, a, b_label, b) {
-        panic!("{what}: trees differ ({a_label} vs {b_label}):\n{d}");
+/// Snapshot every entry under `root` (paths relative, `/`-separated, no leading `./`).
+pub fn snapshot_dir(root: &Path) -> BTreeMap<String, Node> {
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Node>) {
+    let mut entries: Vec<_> = std::fs::read_dir(dir).expect("read_dir").map(|e| e.unwrap().path()).collect();
+    entries.sort();
+    for p in entries {
+        let m = std::fs::symlink_metadata(&p).expect("lstat");
+        let rel = String::from_utf8_lossy(p.strip_prefix(root).unwrap().as_os_str().as_bytes()).into_owned();
+        let ft = m.file_type();
+        let kind = if ft.is_dir() {
+            Kind::Dir
+        } else if ft.is_symlink() {
+            Kind::Symlink
+        } else if ft.is_fifo() {
+            Kind::Fifo
+        } else if ft.is_char_device() {
+            Kind::Char
+        } else if ft.is_block_device() {
+            Kind::Block
+        } else if ft.is_socket() {
+            Kind::Socket
+        } else {
+            Kind::File
+        };
+        let node = Node {
+            mode: m.mode() & 0o7777,
+            uid: m.uid() as u64,
+            gid: m.gid() as u64,
+            size: if kind == Kind::File { m.len() } else { 0 },
+            content: (kind == Kind::File).then(|| hash_reader(std::fs::File::open(&p).unwrap())),
+            target: (kind == Kind::Symlink).then(|| std::fs::read_link(&p).unwrap().as_os_str().as_bytes().to_vec()),
+            rdev: matches!(kind, Kind::Char | Kind::Block)
+                .then(|| (libc_major(m.rdev()), libc_minor(m.rdev()))),
+            kind: kind.clone(),
+        };
+        out.insert(rel, node);
+        if kind == Kind::Dir {
+            walk(root, &p, out);
+        }
     }
+}
+
+fn libc_major(d: u64) -> u64 {
+    ((d >> 32) & 0xffff_f000) | ((d >> 8) & 0xfff)
+}
+fn libc_minor(d: u64) -> u64 {
+    ((d >> 12) & 0xffff_ff00) | (d & 0xff)
+}
+
+/// Snapshot a tar file (hard links take their target's node).
+pub fn snapshot_tar(path: &Path) -> BTreeMap<String, Node> {
+    let mut ar = tar::Archive::new(std::fs::File::open(path).expect("open tar"));
+    let mut out: BTreeMap<String, Node> = BTreeMap::new();
+    for e in ar.entries().expect("tar") {
+        let mut e = e.expect("tar entry");
+        let raw = e.path_bytes().into_owned();
+        let name = String::from_utf8_lossy(&raw).trim_start_matches("./").trim_end_matches('/').to_string();
+        if name.is_empty() || name == "." {
+            continue;
+        }
+        let h = e.header().clone();
+        use tar::EntryType as T;
+        let kind = match h.entry_type() {
+            T::Directory => Kind::Dir,
+            T::Symlink => Kind::Symlink,
+            T::Fifo => Kind::Fifo,
+            T::Char => Kind::Char,
+            T::Block => Kind::Block,
+            T::Link => {
+                let t = String::from_utf8_lossy(&e.link_name_bytes().unwrap()).trim_start_matches("./").to_string();
+                let n = out.get(&t).cloned().unwrap_or_else(|| panic!("hard link to unknown {t}"));
+                out.insert(name, n);
+                continue;
+            }
+            _ => Kind::File,
+        };
+        let node = Node {
+            mode: h.mode().unwrap() & 0o7777,
+            uid: h.uid().unwrap(),
+            gid: h.gid().unwrap(),
+            size: if kind == Kind::File { h.size().unwrap() } else { 0 },
+            content: (kind == Kind::File).then(|| hash_reader(&mut e)),
+            target: (kind == Kind::Symlink).then(|| e.link_name_bytes().unwrap().into_owned()),
+            rdev: matches!(kind, Kind::Char | Kind::Block).then(|| {
+                (h.device_major().unwrap().unwrap_or(0) as u64, h.device_minor().unwrap().unwrap_or(0) as u64)
+            }),
+            kind,
+        };
+        out.insert(name, node);
+    }
+    out
+}
+
+fn ignored(path: &str, ignore: &[&str]) -> bool {
+    ignore.iter().any(|i| match i.strip_suffix('/') {
+        Some(d) => path == d || path.starts_with(i),
+        None => path == *i,
+    })
+}
+
+/// Differences between `want` and `got` (empty = same tree), one line each.
+pub fn compare(want: &BTreeMap<String, Node>, got: &BTreeMap<String, Node>, ignore: &[&str]) -> Vec<String> {
+    let mut d = Vec::new();
+    for (p, w) in want {
+        if ignored(p, ignore) {
+            continue;
+        }
+        match got.get(p) {
+            None => d.push(format!("missing: {p} ({:?})", w.kind)),
+            Some(g) if g != w => d.push(format!("differs: {p}: want {w:?}, got {g:?}")),
+            _ => {}
+        }
+    }
+    for p in got.keys() {
+        if !ignored(p, ignore) && !want.contains_key(p) {
+            d.push(format!("unexpected: {p} ({:?})", got[p].kind));
+        }
+    }
+    d
+}
+
+/// Like [`compare`], but owners are not compared (a tree unpacked without root is owned
+/// by whoever unpacked it).
+pub fn compare_ignoring_owners(want: &BTreeMap<String, Node>, got: &BTreeMap<String, Node>, ignore: &[&str]) -> Vec<String> {
+    let strip = |m: &BTreeMap<String, Node>| -> BTreeMap<String, Node> {
+        m.iter().map(|(k, v)| (k.clone(), Node { uid: 0, gid: 0, ..v.clone() })).collect()
+    };
+    compare(&strip(want), &strip(got), ignore)
+}
+
+/// Kernel overlayfs mount of layer dirs (top first), unmounted on drop.
+pub struct KernelOverlay {
+    pub mnt: PathBuf,
+}
+
+impl KernelOverlay {
+    /// Mount read-only; Err with the reason when the kernel refuses.
+    pub fn mount(layers: &[PathBuf], mnt: &Path) -> Result<KernelOverlay, String> {
+        let mut lower: Vec<String> = layers.iter().map(|p| p.display().to_string()).collect();
+        if lower.len() == 1 {
+            // overlayfs needs two lower layers when there is no upper: add an empty one.
+            let empty = mnt.with_extension("empty");
+            std::fs::create_dir_all(&empty).unwrap();
+            lower.push(empty.display().to_string());
+        }
+        std::fs::create_dir_all(mnt).unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "overlay", "overlay", "-o"])
+            .arg(format!("ro,lowerdir={}", lower.join(":")))
+            .arg(mnt)
+            .output()
+            .map_err(|e| format!("mount: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("mount -t overlay failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+        }
+        Ok(KernelOverlay { mnt: mnt.to_path_buf() })
+    }
+}
+
+impl Drop for KernelOverlay {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.mnt).status();
+    }
+}
+
+/// True when running as root (kernel overlay mounts, mknod, trusted xattrs).
+pub fn is_root() -> bool {
+    std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
 }

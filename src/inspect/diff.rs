@@ -1,0 +1,316 @@
+//! `unionmount diff`: the changes an upper directory makes to its lower layers.
+//!
+//! Output follows `docker diff`: `A` added, `C` changed, `D` deleted, one path per
+//! line, absolute within the mount. Rules:
+//! - an upper entry whose name resolves in the lowers (overlay lookup: whiteouts,
+//!   opaque dirs and non-dir-over-dir cut it) is `C`, otherwise `A`; everything
+//!   inside an added directory is `A`;
+//! - a directory present in both is `C` when its mode, owner or mtime differ or when
+//!   anything inside it changed, so every ancestor of a change is listed as `C`.
+//!   (Current moby lists every ancestor of an added or deleted entry the same way,
+//!   but for a file that was only changed lists its directories only when their
+//!   own metadata differs; we treat all three kinds alike.)
+//! - a whiteout is `D` when it hides something in the lowers (a whiteout that hides
+//!   nothing is not a change); with no lowers known at all, every whiteout is `D`
+//!   and every other entry `A`;
+//! - an opaque directory that replaced a lower directory is `C`, and each name the
+//!   lowers had in it that the upper does not re-create is `D` (re-created ones
+//!   are `C`, and a re-created directory is treated the same way, since it hides
+//!   the lower one's contents). Docker (moby `OverlayChanges`) reports such a directory itself as
+//!   `D` although it still exists; we report what a user sees instead.
+//!
+//! Invariant: the list is sorted component-wise (a directory comes right before
+//! its contents), and holds each path once.
+//!
+//! Text output writes paths as raw bytes (a name holding a newline is ambiguous
+//! there); `--json` is exact: `path` is the path as a string (with U+FFFD for
+//! invalid UTF-8) and, only when the path is not UTF-8, `path_bytes` holds its
+//! bytes as an array of numbers.
+
+use super::layer::{Dir, Kind, Stack};
+use std::ffi::OsStr;
+use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// `A`, `C` or `D`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    Added,
+    Changed,
+    Deleted,
+}
+
+impl ChangeKind {
+    pub fn letter(self) -> char {
+        match self {
+            ChangeKind::Added => 'A',
+            ChangeKind::Changed => 'C',
+            ChangeKind::Deleted => 'D',
+        }
+    }
+}
+
+/// One change: kind and absolute path (bytes, `/`-separated).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub kind: ChangeKind,
+    pub path: Vec<u8>,
+}
+
+/// Compute the changes `upper` makes over `lowers` (top first). With
+/// `lowers_known == false` the lowers are unknown (see the module docs).
+pub fn changes(upper: &Path, lowers: &[PathBuf], lowers_known: bool) -> io::Result<Vec<Change>> {
+    let root = Dir::open_root(upper)?;
+    let stack = Stack::roots(lowers, 0)?;
+    let mut out = Vec::new();
+    let cut = super::layer::root_is_opaque(&root, upper)?;
+    walk(&root, &stack, cut, lowers_known, &[], &mut out)?;
+    if cut {
+        deleted_under_opaque(&root, &stack, &[], &mut out)?;
+    }
+    out.sort_by_key(|c| sort_key(&c.path));
+    Ok(out)
+}
+
+/// Component-wise order: `/` sorts before every byte a name can hold.
+fn sort_key(p: &[u8]) -> Vec<u8> {
+    p.iter().map(|&b| if b == b'/' { 0 } else { b }).collect()
+}
+
+fn join(path: &[u8], name: &OsStr) -> Vec<u8> {
+    let mut p = path.to_vec();
+    p.push(b'/');
+    p.extend_from_slice(name.as_bytes());
+    p
+}
+
+/// Walk upper dir `dir` (at `path`) against `lower`, the lower dirs merged at the
+/// same path. `cut`: `dir` is opaque, so `lower` only classifies its entries (A or
+/// C) and every subdirectory is effectively opaque too. Returns whether anything
+/// at or below it changed.
+fn walk(dir: &Dir, lower: &Stack, cut: bool, known: bool, path: &[u8], out: &mut Vec<Change>) -> io::Result<bool> {
+    let listing = dir.list()?;
+    let mut changed = false;
+    for e in &listing.entries {
+        if let Some(k) = e.special.first() {
+            return Err(unsupported(dir, &e.name, k));
+        }
+        let p = join(path, &e.name);
+        let found = if lower.dirs.is_empty() { None } else { Some(lower.lookup(&e.name)?) };
+        let in_lower = found.as_ref().and_then(|f| f.top.as_ref());
+        if e.whiteout {
+            // In an opaque dir, `deleted_under_opaque` reports what is gone.
+            if (in_lower.is_some() && !cut) || !known {
+                out.push(Change { kind: ChangeKind::Deleted, path: p });
+                changed = true;
+            }
+            continue;
+        }
+        let Some((_, lmeta)) = in_lower else {
+            out.push(Change { kind: ChangeKind::Added, path: p.clone() });
+            changed = true;
+            if e.kind == Kind::Dir {
+                walk(&dir.open_dir(&e.name)?, &Stack::default(), false, true, &p, out)?;
+            }
+            continue;
+        };
+        if e.kind != Kind::Dir {
+            out.push(Change { kind: ChangeKind::Changed, path: p });
+            changed = true;
+            continue;
+        }
+        let child = dir.open_dir(&e.name)?;
+        let opaque = e.opaque || cut || child.list()?.opaque_marker;
+        let lower_dir = lmeta.is_dir();
+        let empty = Stack::default();
+        let merged = &found.as_ref().map(|f| &f.merged).unwrap_or(&empty);
+        let below = if lower_dir { merged } else { &empty };
+        let mut sub = walk(&child, below, opaque, true, &p, out)?;
+        if opaque && lower_dir {
+            sub |= deleted_under_opaque(&child, merged, &p, out)?;
+        }
+        let meta_changed = !lower_dir
+            || e.meta.mode() != lmeta.mode()
+            || e.meta.uid() != lmeta.uid()
+            || e.meta.gid() != lmeta.gid()
+            || (e.meta.mtime(), e.meta.mtime_nsec()) != (lmeta.mtime(), lmeta.mtime_nsec());
+        if meta_changed || sub || opaque {
+            out.push(Change { kind: ChangeKind::Changed, path: p });
+            changed = true;
+        }
+    }
+    Ok(changed)
+}
+
+/// `D` for every name the lowers show in opaque upper dir `dir` (at `path`)
+/// that the upper does not re-create. Returns whether there was any.
+fn deleted_under_opaque(dir: &Dir, lower: &Stack, path: &[u8], out: &mut Vec<Change>) -> io::Result<bool> {
+    let upper_names: std::collections::BTreeSet<Vec<u8>> =
+        dir.list()?.entries.iter().filter(|c| !c.whiteout).map(|c| c.name.as_bytes().to_vec()).collect();
+    let mut any = false;
+    for n in lower.merged_names()? {
+        if !upper_names.contains(n.as_bytes()) {
+            out.push(Change { kind: ChangeKind::Deleted, path: join(path, &n) });
+            any = true;
+        }
+    }
+    Ok(any)
+}
+
+pub(crate) fn unsupported(dir: &Dir, name: &OsStr, xattr: &OsStr) -> io::Error {
+    io::Error::other(format!(
+        "{}: carries {} (overlay redirect_dir/metacopy), which unionmount's inspect tools do not support",
+        dir.shown().join(name).display(),
+        xattr.to_string_lossy()
+    ))
+}
+
+/// Write changes as `docker diff` text.
+pub fn write_text(out: &mut dyn Write, changes: &[Change]) -> io::Result<()> {
+    for c in changes {
+        out.write_all(&[c.kind.letter() as u8, b' '])?;
+        out.write_all(&c.path)?;
+        out.write_all(b"\n")?;
+    }
+    Ok(())
+}
+
+/// Write changes as a JSON array of `{"kind","path"[,"path_bytes"]}`.
+pub fn write_json(out: &mut dyn Write, changes: &[Change]) -> io::Result<()> {
+    let items: Vec<serde_json::Value> = changes
+        .iter()
+        .map(|c| {
+            let mut m = serde_json::Map::new();
+            m.insert("kind".into(), c.kind.letter().to_string().into());
+            m.insert("path".into(), String::from_utf8_lossy(&c.path).into_owned().into());
+            if std::str::from_utf8(&c.path).is_err() {
+                m.insert("path_bytes".into(), c.path.iter().map(|&b| serde_json::Value::from(b)).collect());
+            }
+            serde_json::Value::Object(m)
+        })
+        .collect();
+    serde_json::to_writer_pretty(&mut *out, &items).map_err(io::Error::other)?;
+    out.write_all(b"\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::layer::testutil::*;
+    use super::*;
+
+    fn render(c: &[Change]) -> Vec<String> {
+        c.iter().map(|c| format!("{} {}", c.kind.letter(), String::from_utf8_lossy(&c.path))).collect()
+    }
+
+    #[test]
+    fn added_changed_deleted_with_whfile_whiteouts() {
+        let t = tempfile::tempdir().unwrap();
+        let (up, lo) = (t.path().join("up"), t.path().join("lo"));
+        write(&lo, "etc/passwd", "root");
+        write(&lo, "etc/hosts", "h");
+        write(&lo, "usr/bin/ls", "ls");
+        write(&lo, "usr/bin/cat", "cat");
+        write(&lo, "old/x", "x");
+        write(&lo, "a-b", "sorts before a/");
+        // upper: modify passwd, add etc/new, delete hosts, delete dir old,
+        // add dir new with contents, a whiteout that hides nothing.
+        write(&up, "etc/passwd", "root2");
+        write(&up, "etc/new", "n");
+        write(&up, "etc/.wh.hosts", "");
+        write(&up, ".wh.old", "");
+        write(&up, ".wh.never", "");
+        write(&up, "new/sub/f", "f");
+        // copied-up dir with unchanged metadata and nothing changed inside: silent.
+        mkdir(&up, "usr");
+        let m = std::fs::metadata(lo.join("usr")).unwrap();
+        std::fs::File::open(up.join("usr")).unwrap().set_modified(m.modified().unwrap()).unwrap();
+        let c = changes(&up, std::slice::from_ref(&lo), true).unwrap();
+        assert_eq!(
+            render(&c),
+            vec!["C /etc", "A /etc/new", "C /etc/passwd", "D /etc/hosts", "A /new", "A /new/sub", "A /new/sub/f", "D /old"]
+                .into_iter()
+                .map(String::from)
+                .collect::<Vec<_>>()
+                .tap_sort()
+        );
+        // Without lowers: everything is A, every whiteout D.
+        let c = changes(&up, &[], false).unwrap();
+        assert!(c.iter().any(|c| c.path == b"/never" && c.kind == ChangeKind::Deleted));
+        assert!(c.iter().all(|c| c.kind != ChangeKind::Changed));
+    }
+
+    trait TapSort {
+        fn tap_sort(self) -> Self;
+    }
+    impl TapSort for Vec<String> {
+        fn tap_sort(mut self) -> Self {
+            self.sort_by(|a, b| sort_key(&a.as_bytes()[2..]).cmp(&sort_key(&b.as_bytes()[2..])));
+            self
+        }
+    }
+
+    #[test]
+    fn opaque_dir_reports_hidden_lower_entries() {
+        let t = tempfile::tempdir().unwrap();
+        let (up, mid, lo) = (t.path().join("up"), t.path().join("mid"), t.path().join("lo"));
+        write(&lo, "d/a", "a");
+        write(&lo, "d/b", "b");
+        write(&lo, "d/c", "c");
+        write(&mid, "d/.wh.c", ""); // already deleted below: not reported again
+        write(&up, "d/.wh..wh..opq", "");
+        write(&up, "d/.wh.a", ""); // redundant in an opaque dir: still one D
+        write(&up, "d/b", "new b");
+        write(&up, "d/z", "z");
+        let c = changes(&up, &[mid, lo], true).unwrap();
+        assert_eq!(render(&c), vec!["C /d", "D /d/a", "C /d/b", "A /d/z"]);
+    }
+
+    #[test]
+    fn opaque_root_deletes_everything_not_recreated() {
+        let t = tempfile::tempdir().unwrap();
+        let (up, lo) = (t.path().join("up"), t.path().join("lo"));
+        write(&lo, "a", "a");
+        write(&lo, "b/c", "c");
+        write(&up, ".wh..wh..opq", "");
+        write(&up, "b/d", "d");
+        let c = changes(&up, &[lo], true).unwrap();
+        assert_eq!(render(&c), vec!["D /a", "C /b", "D /b/c", "A /b/d"]);
+    }
+
+    #[test]
+    fn type_changes_and_dir_metadata() {
+        let t = tempfile::tempdir().unwrap();
+        let (up, lo) = (t.path().join("up"), t.path().join("lo"));
+        write(&lo, "f", "file");
+        write(&lo, "d/x", "x");
+        write(&lo, "m/x", "x");
+        mkdir(&up, "f"); // dir over a lower file: C, contents A
+        write(&up, "f/inner", "i");
+        write(&up, "d", "now a file");
+        mkdir(&up, "m");
+        chmod(&lo, "m", 0o755);
+        chmod(&up, "m", 0o700);
+        let c = changes(&up, &[lo], true).unwrap();
+        assert_eq!(render(&c), vec!["C /d", "C /f", "A /f/inner", "C /m"]);
+    }
+
+    #[test]
+    fn json_marks_non_utf8_paths() {
+        let c = vec![
+            Change { kind: ChangeKind::Added, path: b"/ok".to_vec() },
+            Change { kind: ChangeKind::Deleted, path: b"/bad\xff".to_vec() },
+        ];
+        let mut out = Vec::new();
+        write_json(&mut out, &c).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v[0]["path"], "/ok");
+        assert!(v[0].get("path_bytes").is_none());
+        assert_eq!(v[1]["kind"], "D");
+        assert_eq!(v[1]["path_bytes"].as_array().unwrap().last().unwrap(), 255);
+        let mut txt = Vec::new();
+        write_text(&mut txt, &c).unwrap();
+        assert_eq!(txt, b"A /ok\nD /bad\xff\n");
+    }
+}

@@ -1,0 +1,362 @@
+//! Writing an OCI image layout (`commit --image NAME --oci DIR`).
+//!
+//! ```text
+//! DIR/
+//!   oci-layout          {"imageLayoutVersion":"1.0.0"}
+//!   index.json          manifests[], each tagged by annotation
+//!                       org.opencontainers.image.ref.name = NAME
+//!   blobs/sha256/<hex>  layer tars, the config, the manifest
+//! ```
+//!
+//! Invariants:
+//! - every blob is named by the sha256 of exactly its bytes, and is written to a
+//!   temporary name and renamed into place (an existing blob is kept as is);
+//! - the config's `rootfs.diff_ids` are the diff_ids of the tars actually written
+//!   (bottom first), which may differ from a store's own diff_ids for the same
+//!   layers, since base layers are re-serialised from their directories;
+//! - `index.json` is rewritten atomically; an entry with the same ref name is
+//!   replaced, other entries are kept;
+//! - JSON is written with sorted keys; `created` comes from `SOURCE_DATE_EPOCH`
+//!   when set (then identical inputs give identical digests), else the clock.
+
+use super::commit::{LayerBlob, sha256_string};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::io;
+use std::path::{Path, PathBuf};
+
+const REF_ANNOTATION: &str = "org.opencontainers.image.ref.name";
+const MANIFEST_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
+const CONFIG_TYPE: &str = "application/vnd.oci.image.config.v1+json";
+const INDEX_TYPE: &str = "application/vnd.oci.image.index.v1+json";
+
+/// A layer placed in the layout, with the history line describing it.
+pub struct ImageLayer {
+    pub blob: LayerBlob,
+    pub created_by: String,
+}
+
+/// Check `name` is usable as a ref name (OCI: `[A-Za-z0-9._:@/+-]`, non-empty).
+pub fn check_ref_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:@/+-".contains(&b));
+    if ok { Ok(()) } else { Err(format!("invalid image name {name:?} (allowed: letters, digits and ._:@/+-)")) }
+}
+
+fn ctx(e: io::Error, p: &Path) -> io::Error {
+    io::Error::new(e.kind(), format!("{}: {e}", p.display()))
+}
+
+/// Create the layout skeleton if needed; returns `DIR/blobs/sha256`.
+pub fn prepare(dir: &Path) -> io::Result<PathBuf> {
+    let blobs = dir.join("blobs").join("sha256");
+    std::fs::create_dir_all(&blobs).map_err(|e| ctx(e, &blobs))?;
+    let layout = dir.join("oci-layout");
+    match std::fs::read(&layout) {
+        Ok(data) => {
+            let v: Value = serde_json::from_slice(&data).map_err(|e| ctx(io::Error::other(e), &layout))?;
+            if v.get("imageLayoutVersion").and_then(Value::as_str).is_none() {
+                return Err(ctx(io::Error::other("not an OCI layout file"), &layout));
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            write_atomic(&layout, br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+        }
+        Err(e) => return Err(ctx(e, &layout)),
+    }
+    Ok(blobs)
+}
+
+/// A fresh temporary blob path in `blobs` (hand it to a writer, then `adopt`).
+pub fn temp_blob(blobs: &Path, n: usize) -> PathBuf {
+    blobs.join(format!("incoming-{}-{n}", std::process::id()))
+}
+
+/// Move a finished temporary blob to its digest name.
+pub fn adopt(blobs: &Path, tmp: &Path, digest: &str) -> io::Result<()> {
+    let hex = digest.strip_prefix("sha256:").ok_or_else(|| io::Error::other("bad digest"))?;
+    let dest = blobs.join(hex);
+    if dest.exists() {
+        std::fs::remove_file(tmp).map_err(|e| ctx(e, tmp))
+    } else {
+        std::fs::rename(tmp, &dest).map_err(|e| ctx(e, &dest))
+    }
+}
+
+/// Store `data` as a blob; returns its descriptor digest and size.
+fn put_blob(blobs: &Path, data: &[u8]) -> io::Result<(String, u64)> {
+    let digest = sha256_string(&Sha256::digest(data));
+    let dest = blobs.join(&digest["sha256:".len()..]);
+    if !dest.exists() {
+        write_atomic(&dest, data)?;
+    }
+    Ok((digest, data.len() as u64))
+}
+
+fn write_atomic(dest: &Path, data: &[u8]) -> io::Result<()> {
+    let tmp = super::commit::tmp_beside(dest);
+    let res = std::fs::write(&tmp, data).and_then(|()| std::fs::rename(&tmp, dest));
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res.map_err(|e| ctx(e, dest))
+}
+
+/// GOARCH name of this machine, as image configs spell it.
+pub fn oci_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "powerpc64" if cfg!(target_endian = "little") => "ppc64le",
+        "powerpc64" => "ppc64",
+        "loongarch64" => "loong64",
+        other => other,
+    }
+}
+
+/// RFC 3339 UTC time for `secs` since the epoch.
+pub fn rfc3339(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (proleptic Gregorian).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+fn created_now() -> String {
+    let secs = std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|s| s.trim().parse::<i64>().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0)
+    });
+    rfc3339(secs)
+}
+
+/// Standard base64 (RFC 4648, padded).
+fn base64(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in data.chunks(3) {
+        let n = (u32::from(c[0]) << 16) | (u32::from(*c.get(1).unwrap_or(&0)) << 8) | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// The base image's config JSON from its store, if it can be found where Docker
+/// (`image/overlay2/imagedb/content/sha256/HEX`), containers-storage
+/// (`overlay-images/HEX/=base64("sha256:HEX")`) or an OCI layout
+/// (`blobs/sha256/HEX`) keep it. Only bytes whose sha256 is the image id are
+/// accepted, so a wrong guess can only mean "not found".
+pub fn base_config_from_store(store: &Path, image_id: &str) -> Option<Value> {
+    let hex = image_id.strip_prefix("sha256:").unwrap_or(image_id);
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let candidates = [
+        store.join("image/overlay2/imagedb/content/sha256").join(hex),
+        store.join("overlay-images").join(hex).join(format!("={}", base64(format!("sha256:{hex}").as_bytes()))),
+        store.join("blobs/sha256").join(hex),
+    ];
+    candidates.iter().find_map(|p| {
+        let data = std::fs::read(p).ok()?;
+        if sha256_string(&Sha256::digest(&data)) != format!("sha256:{hex}") {
+            return None;
+        }
+        serde_json::from_slice::<Value>(&data).ok().filter(|v| v.get("rootfs").is_some())
+    })
+}
+
+/// Write config, manifest and index entry for `layers` (bottom first, blobs
+/// already in place). Returns the manifest digest.
+///
+/// With a `base` config (the image the lower layers came from, whose layers are
+/// all but the last of `layers`), its runtime `config`, platform fields and
+/// history are carried over and one history entry is added for the new layer.
+pub fn write_image(dir: &Path, blobs: &Path, name: &str, layers: &[ImageLayer], base: Option<&Value>) -> io::Result<String> {
+    let created = created_now();
+    let ours = |l: &ImageLayer| json!({"created": created, "created_by": l.created_by});
+    let mut history: Vec<Value> = layers.iter().map(ours).collect();
+    let mut config = json!({
+        "architecture": oci_arch(),
+        "os": "linux",
+        "config": {},
+    });
+    if let Some(b) = base {
+        let base_layers = b.pointer("/rootfs/diff_ids").and_then(Value::as_array).map_or(0, Vec::len);
+        if base_layers + 1 != layers.len() {
+            return Err(io::Error::other(format!(
+                "the base image config describes {base_layers} layers but the mount has {}",
+                layers.len().saturating_sub(1)
+            )));
+        }
+        for k in ["architecture", "os", "variant", "os.version", "os.features", "config"] {
+            if let Some(v) = b.get(k) {
+                config[k] = v.clone();
+            }
+        }
+        if let Some(h) = b.get("history").and_then(Value::as_array) {
+            let non_empty = h.iter().filter(|e| e.get("empty_layer").and_then(Value::as_bool) != Some(true)).count();
+            if non_empty == base_layers {
+                history = h.clone();
+                history.extend(layers.last().map(ours));
+            }
+        }
+    }
+    config["created"] = json!(created);
+    config["rootfs"] = json!({
+        "type": "layers",
+        "diff_ids": layers.iter().map(|l| l.blob.diff_id.clone()).collect::<Vec<_>>(),
+    });
+    config["history"] = Value::Array(history);
+    let (cdigest, csize) = put_blob(blobs, &serde_json::to_vec(&config).map_err(io::Error::other)?)?;
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_TYPE,
+        "config": {"mediaType": CONFIG_TYPE, "digest": cdigest, "size": csize},
+        "layers": layers.iter().map(|l| json!({
+            "mediaType": l.blob.compression.media_type(),
+            "digest": l.blob.digest,
+            "size": l.blob.blob_size,
+        })).collect::<Vec<_>>(),
+    });
+    let (mdigest, msize) = put_blob(blobs, &serde_json::to_vec(&manifest).map_err(io::Error::other)?)?;
+
+    let index_path = dir.join("index.json");
+    let mut index = match std::fs::read(&index_path) {
+        Ok(data) => serde_json::from_slice::<Value>(&data).map_err(|e| ctx(io::Error::other(e), &index_path))?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => json!({"schemaVersion": 2, "mediaType": INDEX_TYPE, "manifests": []}),
+        Err(e) => return Err(ctx(e, &index_path)),
+    };
+    let Some(obj) = index.as_object_mut() else {
+        return Err(ctx(io::Error::other("not a JSON object"), &index_path));
+    };
+    let mut manifests: Vec<Value> = match obj.remove("manifests") {
+        Some(Value::Array(a)) => a,
+        _ => Vec::new(),
+    };
+    manifests.retain(|m| m.pointer(&format!("/annotations/{}", REF_ANNOTATION.replace('/', "~1"))).and_then(Value::as_str) != Some(name));
+    manifests.push(json!({
+        "mediaType": MANIFEST_TYPE,
+        "digest": mdigest,
+        "size": msize,
+        "annotations": {REF_ANNOTATION: name},
+    }));
+    obj.insert("manifests".into(), Value::Array(manifests));
+    obj.entry("schemaVersion").or_insert(json!(2));
+    let body = serde_json::to_vec_pretty(&index).map_err(io::Error::other)?;
+    write_atomic(&index_path, &body)?;
+    Ok(mdigest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_780_000_000), "2026-05-28T20:26:40Z");
+        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn base64_and_store_config_lookup() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"sha256:"), "c2hhMjU2Og==");
+        let t = tempfile::tempdir().unwrap();
+        let cfg = br#"{"config":{"Cmd":["/bin/sh"]},"rootfs":{"type":"layers","diff_ids":[]}}"#;
+        let id = sha256_string(&Sha256::digest(cfg));
+        let hex = &id[7..];
+        let d = t.path().join("image/overlay2/imagedb/content/sha256");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join(hex), cfg).unwrap();
+        assert_eq!(base_config_from_store(t.path(), &id).unwrap()["config"]["Cmd"][0], "/bin/sh");
+        // Wrong bytes under the right name are ignored.
+        std::fs::write(d.join(hex), b"{}").unwrap();
+        assert!(base_config_from_store(t.path(), &id).is_none());
+        assert!(base_config_from_store(t.path(), "../../etc/passwd").is_none());
+    }
+
+    #[test]
+    fn base_config_is_carried_over() {
+        let t = tempfile::tempdir().unwrap();
+        let blobs = prepare(t.path()).unwrap();
+        let layer = |d: &str| ImageLayer {
+            blob: LayerBlob {
+                diff_id: d.into(),
+                size: 1,
+                digest: d.into(),
+                blob_size: 1,
+                compression: super::super::commit::Compression::None,
+            },
+            created_by: format!("made {d}"),
+        };
+        let base = json!({
+            "architecture": "arm64", "variant": "v8", "os": "linux",
+            "config": {"Env": ["A=1"], "Cmd": ["sh"]},
+            "rootfs": {"type": "layers", "diff_ids": ["sha256:old"]},
+            "history": [{"created_by": "ENV A=1", "empty_layer": true}, {"created_by": "ADD rootfs"}],
+        });
+        let m = write_image(t.path(), &blobs, "x", &[layer("sha256:a"), layer("sha256:b")], Some(&base)).unwrap();
+        let man: Value = serde_json::from_slice(&std::fs::read(blobs.join(&m[7..])).unwrap()).unwrap();
+        let c = man["config"]["digest"].as_str().unwrap();
+        let cfg: Value = serde_json::from_slice(&std::fs::read(blobs.join(&c[7..])).unwrap()).unwrap();
+        assert_eq!(cfg["config"]["Env"][0], "A=1");
+        assert_eq!((cfg["architecture"].as_str(), cfg["variant"].as_str()), (Some("arm64"), Some("v8")));
+        assert_eq!(cfg["rootfs"]["diff_ids"], json!(["sha256:a", "sha256:b"]));
+        let h: Vec<_> = cfg["history"].as_array().unwrap().iter().map(|e| e["created_by"].as_str().unwrap()).collect();
+        assert_eq!(h, vec!["ENV A=1", "ADD rootfs", "made sha256:b"]);
+        // A base config for a different number of layers is refused.
+        assert!(write_image(t.path(), &blobs, "x", &[layer("sha256:a")], Some(&base)).is_err());
+    }
+
+    #[test]
+    fn ref_names() {
+        assert!(check_ref_name("example.com/app:v1").is_ok());
+        assert!(check_ref_name("").is_err());
+        assert!(check_ref_name("a b").is_err());
+    }
+
+    #[test]
+    fn index_entries_replace_same_name() {
+        let t = tempfile::tempdir().unwrap();
+        let blobs = prepare(t.path()).unwrap();
+        let l = ImageLayer {
+            blob: LayerBlob {
+                diff_id: "sha256:00".into(),
+                size: 1,
+                digest: "sha256:00".into(),
+                blob_size: 1,
+                compression: super::super::commit::Compression::None,
+            },
+            created_by: "x".into(),
+        };
+        write_image(t.path(), &blobs, "a", std::slice::from_ref(&l), None).unwrap();
+        write_image(t.path(), &blobs, "b", std::slice::from_ref(&l), None).unwrap();
+        write_image(t.path(), &blobs, "a", &[], None).unwrap();
+        let idx: Value = serde_json::from_slice(&std::fs::read(t.path().join("index.json")).unwrap()).unwrap();
+        let names: Vec<_> =
+            idx["manifests"].as_array().unwrap().iter().map(|m| m["annotations"][REF_ANNOTATION].as_str().unwrap()).collect();
+        assert_eq!(names, vec!["b", "a"]);
+    }
+}
