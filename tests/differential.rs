@@ -18,6 +18,7 @@ f etc/shadow secret mode=600 owner=0:42
 d data mode=750 owner=7:8 x:user.dir=d
 f data/a.txt alpha
 f data/b.txt bravo x:user.tag=b x:trusted.t=tt
+f data/sec sec x:security.umtest=s x:user.u=u
 f data/big size=200000
 f data/sparse sparse=1048576
 f data/h1 hard
@@ -171,6 +172,8 @@ fn copy_up_on_metadata_changes() {
         t.rec("chmod fifo", fs::chmod(&r.join("data/fifo"), 0o600));
         t.rec("chmod dev", fs::chmod(&r.join("data/null"), 0o666));
         t.rec("chmod sparse", fs::chmod(&r.join("data/sparse"), 0o600));
+        t.rec("chmod file with security.* xattr", fs::chmod(&r.join("data/sec"), 0o600));
+        t.rec("its xattrs after copy-up", fs::llistxattr(&r.join("data/sec")));
         t.rec("holes kept by copy-up", fs::lstat(&r.join("data/sparse")).map(|s| s.st_blocks * 512 < s.st_size / 2));
         for p in ["etc/shadow", "data/a.txt", "data/sub", "mv/tree", "data/fifo", "data/null"] {
             t.rec(&format!("describe {p}"), fs::describe(&r.join(p)));
@@ -621,5 +624,20 @@ fn access_checks_for_unprivileged_user() {
             if libc::chmod(p.as_ptr(), 0o666) == 0 { 0 } else { *libc::__errno_location() }
         }));
         t.rec("describe new", fs::describe(&r.join("pub/new")));
+    });
+}
+
+/// A file is copied up (chmod) while a read-only fd of its lower version is open; opening
+/// it again, for reading or writing, works and shows the same content.
+#[test]
+fn reopen_after_copy_up_while_lower_fd_is_open() {
+    scenario("reopen_after_copy_up", base(), true, |r, _, t| {
+        let old = t.rec_open("open x1 ro", fs::open(&r.join("x1"), libc::O_RDONLY, 0));
+        t.rec("chmod (copy-up)", fs::chmod(&r.join("x1"), 0o600));
+        t.rec("reopen for reading", fs::cat(&r.join("x1")));
+        t.rec("reopen for writing", fs::write_file(&r.join("x1"), libc::O_APPEND, b"+w"));
+        t.rec("cat", fs::cat(&r.join("x1")));
+        drop(old);
+        t.rec("cat after old fd closed", fs::cat(&r.join("x1")));
     });
 }
