@@ -324,6 +324,12 @@ fn rename_directories() {
         t.rec("list mv/tree2", fs::list_names(&j("mv/tree2")));
         t.rec("cat leaf", fs::cat(&j("mv/tree2/leaf")));
         t.rec("rename upper-only dir", mv("mv/tree2", "moved-tree", 0));
+        // A new directory renamed onto the whiteout of a lower directory must not show
+        // the lower directory's entries (the kernel marks it opaque).
+        t.rec("mkdir fresh", fs::mkdir(&j("fresh"), 0o755));
+        t.rec("remove lower etc", fs::remove_tree(&j("etc")));
+        t.rec("rename fresh onto etc", mv("fresh", "etc", 0));
+        t.rec("list etc (must be empty)", fs::list_names(&j("etc")));
         t.rec("mkdir at old name", fs::mkdir(&j("full"), 0o755));
         t.rec("list recreated (must be empty)", fs::list_names(&j("full")));
     });
