@@ -442,3 +442,23 @@ fn debug_flag_logs_requests() {
     let text = std::fs::read_to_string(&log).unwrap().to_lowercase();
     assert!(text.contains("lookup"), "no lookup request logged with -d; log was:\n{}", text.chars().take(2000).collect::<String>());
 }
+
+/// Without /dev/fuse (hidden in a private mount namespace by a tmpfs over /dev that holds
+/// only /dev/null) the binary refuses with one line naming it.
+#[test]
+fn refuses_when_dev_fuse_is_absent() {
+    if should_skip("dev_fuse_absent") {
+        return;
+    }
+    let (tmp, d) = setup();
+    common::overlay_harness::enter_private_mount_namespace();
+    let mut mount = Command::new("mount");
+    mount.args(["-t", "tmpfs", "umnodev", "/dev"]);
+    let (code, out, err) = run_bounded(&mut mount, Duration::from_secs(30));
+    assert_eq!(code, Some(0), "tmpfs over /dev: {out}{err}");
+    fs::mknod(Path::new("/dev/null"), libc::S_IFCHR | 0o666, libc::makedev(1, 3)).unwrap();
+    fs::chmod(Path::new("/dev/null"), 0o666).unwrap();
+    assert!(fs::lstat(Path::new("/dev/fuse")).is_err());
+    let args = vec!["-o".to_string(), d.overlay_options(), d.mnt.display().to_string()];
+    expect_refusal("/dev/fuse absent", &args, tmp.path(), &d.mnt, &["/dev/fuse", "fuse device"]);
+}

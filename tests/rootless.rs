@@ -14,7 +14,7 @@ mod common;
 
 use common::fsops::{self as fs, cpath};
 use common::layer_spec::{Format, LayerDirs, LayerSet};
-use common::overlay_harness::{Mounted, daemon_pids, fuse_bin, mountinfo_line, run_bounded, should_skip};
+use common::overlay_harness::{Mounted, bind, daemon_pids, enter_private_mount_namespace, fuse_bin, mountinfo_line, run_bounded, should_skip};
 use common::overlay_tree::{self as tree, Kind};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -32,24 +32,9 @@ fn chown_tree(p: &Path) {
     }
 }
 
-fn bind(src: &Path, dst: &Path) {
-    let none = std::ptr::null::<libc::c_char>();
-    let (s, d) = (cpath(src), cpath(dst));
-    // SAFETY: plain syscall on paths we own, in this thread's private mount namespace.
-    let r = unsafe { libc::mount(s.as_ptr(), d.as_ptr(), none, libc::MS_BIND, std::ptr::null()) };
-    assert_eq!(r, 0, "bind {src:?} over {dst:?}: {}", fs::Errno::last());
-}
-
 /// Private mount namespace for this thread with the test user known and /dev/fuse usable.
 fn private_user_environment(scratch: &Path) {
-    let none = std::ptr::null::<libc::c_char>();
-    // SAFETY: plain syscalls; unshare(CLONE_NEWNS) affects this thread only.
-    unsafe {
-        assert_eq!(libc::unshare(libc::CLONE_NEWNS), 0, "unshare(CLONE_NEWNS): {}", fs::Errno::last());
-        let root = cpath(Path::new("/"));
-        let r = libc::mount(none, root.as_ptr(), none, libc::MS_REC | libc::MS_PRIVATE, std::ptr::null());
-        assert_eq!(r, 0, "make / private: {}", fs::Errno::last());
-    }
+    enter_private_mount_namespace();
     for (file, line) in [
         ("passwd", format!("umrootless:x:{UID}:{UID}:unionmount rootless test:/nonexistent:/usr/sbin/nologin\n")),
         ("group", format!("umrootless:x:{UID}:\n")),

@@ -379,3 +379,27 @@ pub fn expected_tree(spec: &str) -> Snapshot {
     super::layer_spec::build_layer(&root, spec, Format::Overlay);
     tree::snapshot(&root)
 }
+
+/// Give the calling thread its own mount namespace with private propagation: mounts made
+/// afterwards by this thread, and by processes it starts, are invisible to the host and
+/// vanish with them. (unshare(CLONE_NEWNS) affects only the calling thread, which suits
+/// the one-thread-per-test harness; read mountinfo from /proc/thread-self.)
+pub fn enter_private_mount_namespace() {
+    let none = std::ptr::null::<libc::c_char>();
+    // SAFETY: plain syscalls with valid pointers.
+    unsafe {
+        assert_eq!(libc::unshare(libc::CLONE_NEWNS), 0, "unshare(CLONE_NEWNS): {}", fsops::Errno::last());
+        let root = fsops::cpath(Path::new("/"));
+        let r = libc::mount(none, root.as_ptr(), none, libc::MS_REC | libc::MS_PRIVATE, std::ptr::null());
+        assert_eq!(r, 0, "make / private: {}", fsops::Errno::last());
+    }
+}
+
+/// Bind-mount `src` over `dst` (in a private mount namespace).
+pub fn bind(src: &Path, dst: &Path) {
+    let none = std::ptr::null::<libc::c_char>();
+    let (s, d) = (fsops::cpath(src), fsops::cpath(dst));
+    // SAFETY: plain syscall with valid pointers.
+    let r = unsafe { libc::mount(s.as_ptr(), d.as_ptr(), none, libc::MS_BIND, std::ptr::null()) };
+    assert_eq!(r, 0, "bind {src:?} over {dst:?}: {}", fsops::Errno::last());
+}
