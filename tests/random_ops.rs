@@ -4,6 +4,9 @@
 //! upper directories when no directory was renamed (kernel gives EXDEV there and the runner
 //! falls back to copy + delete like mv(1), which leaves a different but equivalent upper).
 //!
+//! Besides path operations, ops hold up to three O_RDWR fds across later ops (write and
+//! read through them after renames, unlinks and copy-ups of their paths).
+//!
 //! Environment: `UNIONMOUNT_SEED` (default: time), `UNIONMOUNT_RANDOM_SEQS` (default 30),
 //! `UNIONMOUNT_RANDOM_OPS` (default 40). Sequence i uses seed SEED+i, so a failing sequence
 //! is replayed alone with `UNIONMOUNT_SEED=<its seed> UNIONMOUNT_RANDOM_SEQS=1`.
@@ -126,6 +129,20 @@ enum Op {
     Link(String, String),
     Rename(String, String, &'static str),
     Mkfifo(String),
+    /// open(O_RDWR) kept in a slot across later ops (copy-up happens at open)
+    HoldOpen(usize, String),
+    HeldWrite(usize, String),
+    HeldRead(usize),
+    HeldClose(usize),
+}
+
+const SLOTS: usize = 3;
+
+/// One mount's state across a sequence.
+#[derive(Default)]
+struct Side {
+    dir_renamed: bool,
+    fds: [Option<std::os::fd::OwnedFd>; SLOTS],
 }
 
 fn gen_path(rng: &mut Rng, known: &[String]) -> String {
@@ -143,7 +160,7 @@ fn gen_path(rng: &mut Rng, known: &[String]) -> String {
 
 fn gen_op(rng: &mut Rng, known: &[String]) -> Op {
     let p = gen_path(rng, known);
-    match rng.below(100) {
+    match rng.below(110) {
         0..14 => {
             let flags = *rng.pick(&["CREAT", "CREAT|TRUNC", "CREAT|EXCL", "APPEND", "TRUNC", "none"]);
             Op::Write { p, flags, data: format!("w{}", rng.below(1000)) }
@@ -168,7 +185,11 @@ fn gen_op(rng: &mut Rng, known: &[String]) -> Op {
             let flags = *rng.pick(&["", "", "NOREPLACE", "EXCHANGE"]);
             Op::Rename(p, gen_path(rng, known), flags)
         }
-        _ => Op::Mkfifo(p),
+        98..100 => Op::Mkfifo(p),
+        100..104 => Op::HoldOpen(rng.below(SLOTS as u64) as usize, p),
+        104..107 => Op::HeldWrite(rng.below(SLOTS as u64) as usize, format!("h{}", rng.below(100))),
+        107..109 => Op::HeldRead(rng.below(SLOTS as u64) as usize),
+        _ => Op::HeldClose(rng.below(SLOTS as u64) as usize),
     }
 }
 
@@ -181,7 +202,7 @@ fn show<T: std::fmt::Debug>(r: SysResult<T>) -> String {
 
 /// Execute one op under `root`. On the kernel side, renames fall back like mv(1) on EXDEV
 /// and `dir_renamed` is set when a directory took part in a rename.
-fn exec(root: &Path, op: &Op, kernel: bool, dir_renamed: &mut bool) -> String {
+fn exec(root: &Path, op: &Op, kernel: bool, side: &mut Side) -> String {
     let j = |p: &str| root.join(p);
     let nb = libc::O_NONBLOCK; // never block on a fifo
     match op {
@@ -216,6 +237,25 @@ fn exec(root: &Path, op: &Op, kernel: bool, dir_renamed: &mut bool) -> String {
         Op::Readlink(p) => show(fs::readlink(&j(p))),
         Op::Link(a, b) => show(fs::link(&j(a), &j(b))),
         Op::Mkfifo(p) => show(fs::mknod(&j(p), libc::S_IFIFO | 0o644, 0)),
+        Op::HoldOpen(slot, p) => {
+            side.fds[*slot] = None;
+            let r = fs::open(&j(p), libc::O_RDWR | nb, 0);
+            let shown = show(r.as_ref().map(|_| "fd").map_err(|e| *e));
+            side.fds[*slot] = r.ok();
+            shown
+        }
+        Op::HeldWrite(slot, data) => match &side.fds[*slot] {
+            Some(fd) => show(fs::pwrite(fd, data.as_bytes(), 0)),
+            None => "no fd".into(),
+        },
+        Op::HeldRead(slot) => match &side.fds[*slot] {
+            Some(fd) => show(fs::pread_all(fd).map(|v| String::from_utf8_lossy(&v).into_owned())),
+            None => "no fd".into(),
+        },
+        Op::HeldClose(slot) => match side.fds[*slot].take() {
+            Some(fd) => show(fs::close(fd)),
+            None => "no fd".into(),
+        },
         Op::Rename(a, b, flags) => {
             let fl = match *flags {
                 "NOREPLACE" => libc::RENAME_NOREPLACE,
@@ -228,7 +268,7 @@ fn exec(root: &Path, op: &Op, kernel: bool, dir_renamed: &mut bool) -> String {
             // Even a failed directory rename may leave a harmless trace in the kernel's
             // upper (it marks the source opaque before trying), so any attempt counts.
             if dirs && a != b {
-                *dir_renamed = true;
+                side.dir_renamed = true;
             }
             show(r)
         }
@@ -267,15 +307,17 @@ fn run_sequence(seed: u64, n_ops: usize) -> Result<(), String> {
     };
 
     let pair = Pair::with_formats(&set, &formats, upper_format, "");
-    let (mut kd, mut fd) = (false, false);
+    let (mut ks, mut fs_) = (Side::default(), Side::default());
     for (i, op) in ops.iter().enumerate() {
-        let k = exec(&pair.kernel.mnt, op, true, &mut kd);
-        let f = exec(&pair.fuse.mnt, op, false, &mut fd);
+        let k = exec(&pair.kernel.mnt, op, true, &mut ks);
+        let f = exec(&pair.fuse.mnt, op, false, &mut fs_);
         if k != f {
             return Err(format!("{}op {i} differs:\n  kernel: {k}\n  {}: {f}\n", describe(i), fuse_label()));
         }
     }
-    match pair.compare(!(kd || fd)) {
+    let compare_upper = !(ks.dir_renamed || fs_.dir_renamed);
+    drop((ks, fs_)); // close held fds: a mount with open files cannot be unmounted
+    match pair.compare(compare_upper) {
         None => Ok(()),
         Some(r) => Err(format!("{}after all ops:\n{r}", describe(ops.len()))),
     }
