@@ -119,12 +119,17 @@ pub fn split_lowerdir(v: &[u8]) -> Vec<PathBuf> {
     out.into_iter().filter(|p| !p.is_empty()).map(|p| PathBuf::from(OsString::from_vec(p))).collect()
 }
 
+/// User input as it may appear in a one-line message (control characters escaped).
+fn shown(v: &[u8]) -> String {
+    String::from_utf8_lossy(v).escape_debug().to_string()
+}
+
 fn utf8(v: &[u8], what: &str) -> Result<String, String> {
     String::from_utf8(v.to_vec()).map_err(|_| format!("option {what} is not valid UTF-8"))
 }
 
 fn number<T: std::str::FromStr>(v: &[u8], what: &str) -> Result<T, String> {
-    utf8(v, what)?.parse().map_err(|_| format!("option {what}={} is not a valid number", String::from_utf8_lossy(v)))
+    utf8(v, what)?.parse().map_err(|_| format!("option {what}={} is not a valid number", shown(v)))
 }
 
 const KERNEL_FLAGS: &[&str] =
@@ -139,7 +144,7 @@ pub fn apply_option(o: &mut MountOpts, opt: &[u8]) -> Result<(), String> {
     let path = |v: Option<&[u8]>| -> Result<PathBuf, String> {
         match v {
             Some(v) if !v.is_empty() => Ok(PathBuf::from(OsStr::from_bytes(v))),
-            _ => Err(format!("option {} needs a path", String::from_utf8_lossy(key))),
+            _ => Err(format!("option {} needs a path", shown(key))),
         }
     };
     match (key, val) {
@@ -233,8 +238,9 @@ pub fn parse_mount(args: &[OsString]) -> Result<Parsed, String> {
             _ if b.starts_with(b"--cache=") => m.cache = Some(OsStr::from_bytes(&b[8..]).into()),
             _ if b.starts_with(b"--upper=") => m.upper = Some(OsStr::from_bytes(&b[8..]).into()),
             _ if b.starts_with(b"-") && b.len() > 1 => {
-                return Err(format!("unknown argument {}: see unionmount --help", a.to_string_lossy()));
+                return Err(format!("unknown argument {}: see unionmount --help", shown(b)));
             }
+            _ if b.is_empty() => return Err("empty argument: expected [SOURCE|IMAGE] MOUNTPOINT".into()),
             _ => positional.push(a.clone()),
         }
     }

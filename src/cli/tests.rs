@@ -115,6 +115,7 @@ fn errors_are_one_line() {
         (&["-o"], "needs a value"),
         (&["--bogus", "/m"], "unknown argument"),
         (&["a", "b", "c"], "too many"),
+        (&["-o", "lowerdir=/l", ""], "empty argument"),
         (&["--upper", "/u", "--read-only", "img", "/m"], "exclude"),
     ];
     for (argv, want) in cases {
