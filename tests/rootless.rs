@@ -33,7 +33,9 @@ fn chown_tree(p: &Path) {
 }
 
 /// Private mount namespace for this thread with the test user known and /dev/fuse usable.
-fn private_user_environment(scratch: &Path) {
+/// `dev_fuse_mode`: the permission bits /dev/fuse must have in the namespace (a node of
+/// the same device is bound over it when the real one differs).
+fn private_user_environment(scratch: &Path, dev_fuse_mode: u32) {
     enter_private_mount_namespace();
     for (file, line) in [
         ("passwd", format!("umrootless:x:{UID}:{UID}:unionmount rootless test:/nonexistent:/usr/sbin/nologin\n")),
@@ -51,12 +53,12 @@ fn private_user_environment(scratch: &Path) {
         bind(&copy, &etc);
     }
     let st = fs::lstat(Path::new("/dev/fuse")).expect("/dev/fuse");
-    if st.st_mode & 0o006 != 0o006 {
+    if st.st_mode & 0o777 != dev_fuse_mode {
         let node = scratch.join("fuse-node");
-        fs::mknod(&node, libc::S_IFCHR | 0o666, st.st_rdev).unwrap();
-        fs::chmod(&node, 0o666).unwrap();
+        fs::mknod(&node, libc::S_IFCHR | dev_fuse_mode, st.st_rdev).unwrap();
+        fs::chmod(&node, dev_fuse_mode).unwrap();
         bind(&node, Path::new("/dev/fuse"));
-        eprintln!("/dev/fuse is root-only here: using a 0666 node in a private mount namespace");
+        eprintln!("/dev/fuse has mode {:o} here: using a {dev_fuse_mode:o} node in a private mount namespace", st.st_mode & 0o777);
     }
 }
 
@@ -89,7 +91,7 @@ fn rootless_mount_writes_usable_whiteouts() {
     }
     let tmp = tempfile::Builder::new().prefix("umrootless").tempdir().unwrap();
     fs::chmod(tmp.path(), 0o755).unwrap();
-    private_user_environment(tmp.path());
+    private_user_environment(tmp.path(), 0o666);
     let set = LayerSet::new(&["f gone lower\nf kept k\nd emptyd\nd full\nf full/x x\n"], "");
     let d = set.build(&tmp.path().join("x"), &[], Format::Overlay);
     chown_tree(&d.base);
@@ -137,4 +139,26 @@ fn rootless_mount_writes_usable_whiteouts() {
     assert_eq!(user_call(|| errno_of(unsafe { libc::access(full_x.as_ptr(), libc::F_OK) })), libc::ENOENT, "after remount: opaque dir ignored");
     assert_eq!(user_call(|| errno_of(unsafe { libc::access(kept.as_ptr(), libc::F_OK) })), 0, "after remount: kept file missing");
     m2.unmount().unwrap();
+}
+
+/// When the user cannot use /dev/fuse (root-only here, in a private namespace), the mount
+/// fails with exit != 0 and exactly one line on stderr, and nothing is mounted.
+#[test]
+fn rootless_without_fuse_access_fails_with_one_line() {
+    if should_skip("rootless_no_access") {
+        return;
+    }
+    let tmp = tempfile::Builder::new().prefix("umrootless").tempdir().unwrap();
+    fs::chmod(tmp.path(), 0o755).unwrap();
+    private_user_environment(tmp.path(), 0o600);
+    let d = LayerSet::new(&["f a a\n"], "").build(&tmp.path().join("x"), &[], Format::Overlay);
+    chown_tree(&d.base);
+    let mut cmd = Command::new(fuse_bin());
+    cmd.uid(UID).gid(UID).args(["-o", &d.overlay_options()]).arg(&d.mnt);
+    let (code, _, err) = run_bounded(&mut cmd, Duration::from_secs(30));
+    let _guard = mountinfo_line(&d.mnt).map(|_| Mounted::adopt(&d.mnt));
+    assert!(_guard.is_none(), "mounted although the user cannot open /dev/fuse");
+    assert!(code.is_some_and(|c| c != 0), "exit {code:?}");
+    let lines: Vec<&str> = err.trim().lines().collect();
+    assert_eq!(lines.len(), 1, "want one line on stderr, got {lines:?}");
 }
