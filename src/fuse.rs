@@ -26,10 +26,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Passthrough {
     Off,
-    /// Upper-layer files only (a later write open never conflicts).
+    /// Upper-layer files only: a write open after copy-up never conflicts.
     Upper,
+    /// Upper-layer files, and lower files of at least `AUTO_LOWER_MIN` bytes
+    /// (where throughput matters). The default.
+    Auto,
     All,
 }
+
+/// Smallest lower file `Passthrough::Auto` passes through. Smaller ones use the
+/// page cache, so a later write open of their copy-up can never be refused.
+pub const AUTO_LOWER_MIN: u64 = 1 << 20;
 
 /// How the kernel may do I/O on one inode right now: it refuses to mix cached
 /// opens with passthrough ones, or two backing files for one inode.
@@ -68,9 +75,11 @@ impl FuseFs {
         h: &crate::union::file::Handle,
         open: impl Fn(std::os::fd::BorrowedFd<'_>) -> std::io::Result<BackingId>,
     ) -> Result<Option<Arc<BackingId>>, Errno> {
+        let upper = h.layer == 0 && self.fs.has_upper();
         let wanted = match self.passthrough {
             Passthrough::Off => false,
-            Passthrough::Upper => h.layer == 0 && self.fs.has_upper(),
+            Passthrough::Upper => upper,
+            Passthrough::Auto => upper || crate::sys::fs::fstat(h.file.as_fd()).is_ok_and(|st| st.size() >= AUTO_LOWER_MIN),
             Passthrough::All => true,
         };
         let mut io = self.io.lock();

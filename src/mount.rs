@@ -111,11 +111,10 @@ fn plan(args: &MountArgs) -> Result<Plan, String> {
         }
     }
     let checked = check_layers(&mut spec, &mnt);
-    if checked.is_err() {
-        if let Some(d) = &ephemeral {
+    if checked.is_err()
+        && let Some(d) = &ephemeral {
             remove_ephemeral(d);
         }
-    }
     checked?;
     Ok(Plan { spec, mountpoint: mnt, image, ephemeral })
 }
@@ -220,7 +219,7 @@ fn serve(args: &MountArgs, plan: &Plan) -> Result<(), String> {
     process::block_term_signals();
 
     let ttl = Duration::from_secs_f64(args.opts.timeout.unwrap_or(60.0));
-    let passthrough = args.opts.passthrough.unwrap_or(Passthrough::All);
+    let passthrough = args.opts.passthrough.unwrap_or(Passthrough::Auto);
     let fuse = FuseFs::new(ufs.clone(), ttl, passthrough);
     let config = fuse_config(args, plan);
     let privileged = crate::sys::euid() == 0;

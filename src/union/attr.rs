@@ -38,11 +38,10 @@ impl UnionFs {
         if a.uid.is_some() || a.gid.is_some() {
             fs::chown_fd(fd.as_fd(), a.uid, a.gid)?;
         }
-        if let Some(mode) = a.mode {
-            if node.kind != libc::S_IFLNK {
+        if let Some(mode) = a.mode
+            && node.kind != libc::S_IFLNK {
                 fs::chmod_fd(fd.as_fd(), mode)?;
             }
-        }
         if a.atime.is_some() || a.mtime.is_some() {
             fs::utimens_fd(fd.as_fd(), a.atime.unwrap_or(SetTime::Omit), a.mtime.unwrap_or(SetTime::Omit))?;
         }

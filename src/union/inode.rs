@@ -240,11 +240,10 @@ impl NodeTable {
 
     /// Same as `ino_for`, from a raw (dev, ino) pair (readdir's d_ino; dev = layer's).
     pub fn ino_for_raw(&self, layer: LayerIdx, dev: u64, ino: u64, has_upper: bool) -> u64 {
-        if has_upper && layer == 0 {
-            if let Some(&i) = self.origins.lock().get(&ino) {
+        if has_upper && layer == 0
+            && let Some(&i) = self.origins.lock().get(&ino) {
                 return i;
             }
-        }
         if ino <= INO_MASK && ino != 0 && self.layer_devs.get(layer as usize) == Some(&dev) {
             return ((layer as u64 + 1) << LAYER_SHIFT) | ino;
         }

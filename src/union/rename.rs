@@ -145,18 +145,16 @@ impl UnionFs {
         if drop_wh_file {
             let _ = fs::unlink_at(npdir.as_fd(), &wh_name(newname)?, false);
         }
-        if let Some(st) = replaced {
-            if st.is_dir() || st.nlink() <= 1 {
+        if let Some(st) = replaced
+            && (st.is_dir() || st.nlink() <= 1) {
                 self.nodes.drop_origin(st.ino());
             }
-        }
         self.invalidate(parent, name);
         self.invalidate(newparent, newname);
-        if let Some(d) = dst {
-            if d.location() == (newparent, newname.to_os_string()) {
+        if let Some(d) = dst
+            && d.location() == (newparent, newname.to_os_string()) {
                 self.nodes.detach(d, pin);
             }
-        }
         self.nodes.relocate(src, newparent, newname.to_os_string(), 0, npdir.clone());
         Ok(())
     }
