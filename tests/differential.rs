@@ -647,3 +647,21 @@ fn reopen_after_copy_up_while_lower_fd_is_open() {
         t.rec("cat after old fd closed", fs::cat(&r.join("x1")));
     });
 }
+
+/// The same with a large (2 MiB) file, which FUSE passthrough implementations may treat
+/// differently from small ones.
+#[test]
+fn reopen_after_copy_up_of_large_file_while_lower_fd_is_open() {
+    let set = LayerSet::new(&["f big size=2097152 mode=644\n"], "");
+    scenario("reopen_large", set, true, |r, _, t| {
+        let big = r.join("big");
+        let len = |p: &Path| fs::read_file(p).map(|v| v.len());
+        let old = t.rec_open("open big ro", fs::open(&big, libc::O_RDONLY, 0));
+        t.rec("chmod (copy-up)", fs::chmod(&big, 0o600));
+        t.rec("reopen for reading", len(&big));
+        t.rec("reopen for writing", fs::write_file(&big, libc::O_APPEND, b"+w"));
+        t.rec("old fd reads", old.as_ref().map(|fd| fs::pread_all(fd).map(|v| v.len())).unwrap_or(Ok(0)));
+        drop(old);
+        t.rec("length after old fd closed", len(&big));
+    });
+}
