@@ -181,8 +181,8 @@ pub fn apply_option(o: &mut MountOpts, opt: &[u8]) -> Result<(), String> {
         (b"passthrough", Some(v)) => {
             o.passthrough = Some(match v {
                 b"all" => Passthrough::All,
-                b"auto" | b"on" | b"1" => Passthrough::Auto,
-                b"upper" => Passthrough::Upper,
+                b"auto" => Passthrough::Auto,
+                b"upper" | b"on" | b"1" => Passthrough::Upper,
                 b"off" | b"0" => Passthrough::Off,
                 _ => return Err("option passthrough= takes auto, all, upper or off".into()),
             })

@@ -26,10 +26,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Passthrough {
     Off,
-    /// Upper-layer files only: a write open after copy-up never conflicts.
+    /// Upper-layer files only: lower files use the page cache, so a copy-up is
+    /// seen by every open handle and never refused. The default.
     Upper,
     /// Upper-layer files, and lower files of at least `AUTO_LOWER_MIN` bytes
-    /// (where throughput matters). The default.
+    /// (faster cold reads; a write open of such a file while a read-only handle
+    /// of its lower version is open gets ETXTBSY).
     Auto,
     All,
 }
@@ -79,7 +81,7 @@ impl FuseFs {
         let wanted = match self.passthrough {
             Passthrough::Off => false,
             Passthrough::Upper => upper,
-            Passthrough::Auto => upper || crate::sys::fs::fstat(h.file.as_fd()).is_ok_and(|st| st.size() >= AUTO_LOWER_MIN),
+            Passthrough::Auto => upper || crate::sys::fs::fstat(h.fd().as_fd()).is_ok_and(|st| st.size() >= AUTO_LOWER_MIN),
             Passthrough::All => true,
         };
         let mut io = self.io.lock();
@@ -88,7 +90,7 @@ impl FuseFs {
         let chosen = match live {
             Some((layer, b)) if layer == h.layer => HandleIo::Passthrough(b),
             Some(_) => return Err(Errno::ETXTBSY),
-            None if wanted && st.cached == 0 => match open(h.file.as_fd()) {
+            None if wanted && st.cached == 0 => match open(h.fd().as_fd()) {
                 Ok(b) => {
                     let b = Arc::new(b);
                     st.backing = Some((h.layer, Arc::downgrade(&b)));
@@ -244,6 +246,10 @@ impl Filesystem for FuseFs {
             | InitFlags::FUSE_DO_READDIRPLUS
             | InitFlags::FUSE_READDIRPLUS_AUTO;
         let _ = config.add_capabilities(wanted & config.capabilities());
+        // Large reads for files the daemon serves (lower files in the page cache).
+        if let Err(max) = config.set_max_readahead(1 << 20) {
+            let _ = config.set_max_readahead(max);
+        }
         if self.passthrough != Passthrough::Off {
             let ok = config.capabilities().contains(InitFlags::FUSE_PASSTHROUGH)
                 && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()

@@ -31,7 +31,7 @@ impl UnionFs {
                 return Err(Errno::EISDIR);
             }
             match a.fh.and_then(|fh| self.handles.get(fh)).filter(|h| h.writable()) {
-                Some(h) => fs::ftruncate(h.file.as_fd(), size)?,
+                Some(h) => fs::ftruncate(h.fd().as_fd(), size)?,
                 None => fs::ftruncate(fs::reopen(fd.as_fd(), libc::O_WRONLY)?.as_fd(), size)?,
             }
         }

@@ -28,10 +28,12 @@ const INO_MASK: u64 = (1 << LAYER_SHIFT) - 1;
 /// Layer index in `LayerStack::layers` (0 = upper when there is one).
 pub type LayerIdx = u16;
 
-/// An `O_PATH` fd on an object of one layer. For a lower directory it also
-/// remembers whether it holds `.wh.` markers (unknown until listed), which spares
-/// lookups the `.wh.NAME` probe where there are none. Lower layers never change,
-/// so the answer stays true; upper directories are never marked.
+/// An `O_PATH` fd on an object of one layer. For a directory it also remembers
+/// whether it holds `.wh.` markers (unknown until listed), which spares lookups
+/// the `.wh.NAME` probe where there are none. Lower layers never change; in the
+/// upper layer only this daemon adds markers, and it records each one
+/// (`note_marker_written`), which a concurrent listing cannot undo (`learn_markers`
+/// only moves from "unknown").
 #[derive(Debug)]
 pub struct Held {
     fd: OwnedFd,
@@ -51,8 +53,13 @@ impl Held {
             _ => None,
         }
     }
-    pub fn set_has_markers(&self, v: bool) {
-        self.markers.store(if v { 2 } else { 1 }, Ordering::Relaxed)
+    /// Record what a listing found, unless something is already known.
+    pub fn learn_markers(&self, v: bool) {
+        let _ = self.markers.compare_exchange(0, if v { 2 } else { 1 }, Ordering::AcqRel, Ordering::Relaxed);
+    }
+    /// This daemon wrote a `.wh.` marker into the directory.
+    pub fn note_marker_written(&self) {
+        self.markers.store(2, Ordering::Release)
     }
 }
 

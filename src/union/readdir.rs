@@ -88,11 +88,9 @@ impl UnionFs {
                 seen.insert(e.name);
             }
             seen.extend(hidden_here);
-            // Lower layers never change: remember a marker-free directory so
-            // lookups can skip the `.wh.NAME` probe there.
-            if !(self.has_upper() && *layer == 0) {
-                dfd.set_has_markers(markers);
-            }
+            // Remember a marker-free directory so lookups can skip the
+            // `.wh.NAME` probe there.
+            dfd.learn_markers(markers);
         }
         Ok(out)
     }

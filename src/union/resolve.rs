@@ -50,22 +50,26 @@ fn has_wh_file(stack: &LayerStack, layer: LayerIdx, dir: &Held, name: &OsStr) ->
     if !stack.layers[layer as usize].wh_files {
         return false;
     }
-    let upper = stack.has_upper() && layer == 0;
     match dir.has_markers() {
         Some(false) => return false,
         Some(true) => {}
-        None if !upper => {
+        None => {
             if let Some(has) = scan_small_dir(dir) {
-                dir.set_has_markers(has);
+                dir.learn_markers(has);
                 if !has {
                     return false;
                 }
             }
         }
-        None => {}
     }
+    wh_marker_exists(dir.as_fd(), name)
+}
+
+/// Is there a `.wh.NAME` entry in `dir`? A name too long to carry the prefix
+/// cannot have one.
+pub fn wh_marker_exists(dir: BorrowedFd<'_>, name: &OsStr) -> bool {
     match wh_name(name) {
-        Ok(w) => fs::stat_at(dir.as_fd(), &w).is_ok(),
+        Ok(w) => fs::stat_at(dir, &w).is_ok(),
         Err(_) => false,
     }
 }
