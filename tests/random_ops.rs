@@ -142,6 +142,8 @@ const SLOTS: usize = 3;
 #[derive(Default)]
 struct Side {
     dir_renamed: bool,
+    /// The last op made the kernel side copy instead of rename (see `fs::mv`).
+    copied: bool,
     fds: [Option<std::os::fd::OwnedFd>; SLOTS],
 }
 
@@ -264,7 +266,13 @@ fn exec(root: &Path, op: &Op, kernel: bool, side: &mut Side) -> String {
             };
             let is_dir = |p: &str| fs::lstat(&j(p)).is_ok_and(|s| fs::is_dir(&s));
             let dirs = is_dir(a) || (fl == libc::RENAME_EXCHANGE && is_dir(b));
-            let r = if kernel { fs::mv(&j(a), &j(b), fl).map(|_| ()) } else { fs::rename2(&j(a), &j(b), fl) };
+            let r = if kernel {
+                // mv's copy fallback makes new files: fds held on the old ones no longer
+                // correspond to anything on the other side.
+                fs::mv(&j(a), &j(b), fl).map(|copied| side.copied |= copied)
+            } else {
+                fs::rename2(&j(a), &j(b), fl)
+            };
             // Even a failed directory rename may leave a harmless trace in the kernel's
             // upper (it marks the source opaque before trying), so any attempt counts.
             if dirs && a != b {
@@ -311,6 +319,10 @@ fn run_sequence(seed: u64, n_ops: usize) -> Result<(), String> {
     for (i, op) in ops.iter().enumerate() {
         let k = exec(&pair.kernel.mnt, op, true, &mut ks);
         let f = exec(&pair.fuse.mnt, op, false, &mut fs_);
+        if std::mem::take(&mut ks.copied) {
+            ks.fds = Default::default();
+            fs_.fds = Default::default();
+        }
         if k != f {
             return Err(format!("{}op {i} differs:\n  kernel: {k}\n  {}: {f}\n", describe(i), fuse_label()));
         }
