@@ -34,16 +34,60 @@ pub type LayerIdx = u16;
 /// upper layer only this daemon adds markers, and it records each one
 /// (`note_marker_written`), which a concurrent listing cannot undo (`learn_markers`
 /// only moves from "unknown").
+///
+/// A lower directory that was listed also keeps a filter of its names (sorted
+/// 64-bit hashes), so a lookup of a name it cannot hold costs no system call:
+/// deep layer stacks make most per-layer probes misses.
 #[derive(Debug)]
 pub struct Held {
     fd: OwnedFd,
     /// 0 unknown, 1 no markers, 2 has markers.
     markers: AtomicU8,
+    names: std::sync::OnceLock<Box<[u64]>>,
+}
+
+/// FNV-1a: a fixed, fast hash for the name filter (a collision only costs a stat).
+pub fn name_hash(prefix: &[u8], name: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in prefix.iter().chain(name) {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
 }
 
 impl Held {
     pub fn new(fd: OwnedFd) -> Arc<Held> {
-        Arc::new(Held { fd, markers: AtomicU8::new(0) })
+        Arc::new(Held { fd, markers: AtomicU8::new(0), names: std::sync::OnceLock::new() })
+    }
+
+    /// Record a full listing of this directory. `immutable`: it is in a lower
+    /// layer, so a name filter stays true.
+    pub fn learn_listing<'a>(&self, names: impl Iterator<Item = &'a [u8]>, immutable: bool) {
+        let mut markers = false;
+        let mut hashes = Vec::new();
+        for n in names {
+            markers |= n.starts_with(b".wh.");
+            if immutable {
+                hashes.push(name_hash(b"", n));
+            }
+        }
+        self.learn_markers(markers);
+        if immutable {
+            hashes.sort_unstable();
+            hashes.dedup();
+            let _ = self.names.set(hashes.into_boxed_slice());
+        }
+    }
+
+    /// Some(false) when the directory surely has no entry whose `name_hash` is `hash`.
+    pub fn may_contain(&self, hash: u64) -> Option<bool> {
+        self.names.get().map(|h| h.binary_search(&hash).is_ok())
+    }
+
+    /// Whether a listing was recorded (name filter or marker knowledge).
+    pub fn listed(&self) -> bool {
+        self.names.get().is_some()
     }
     /// Some(true/false) once known.
     pub fn has_markers(&self) -> Option<bool> {

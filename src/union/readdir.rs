@@ -56,6 +56,11 @@ impl UnionFs {
         let last = dirs.len().saturating_sub(1);
         for (i, (layer, dfd)) in dirs.iter().enumerate() {
             let entries = dir::read_all(dfd.as_fd())?;
+            // Remember what the listing showed so lookups can skip probes here.
+            let lower = !(self.has_upper() && *layer == 0);
+            if lower && !dfd.listed() {
+                dfd.learn_listing(entries.iter().map(|e| e.name.as_bytes()), true);
+            }
             let dev = self.stack.layers[*layer as usize].dev;
             let wh_files = self.stack.layers[*layer as usize].wh_files;
             // Whiteouts found in this layer apply to the layers below only.
@@ -88,8 +93,6 @@ impl UnionFs {
                 seen.insert(e.name);
             }
             seen.extend(hidden_here);
-            // Remember a marker-free directory so lookups can skip the
-            // `.wh.NAME` probe there.
             dfd.learn_markers(markers);
         }
         Ok(out)

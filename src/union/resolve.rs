@@ -8,7 +8,7 @@
 //! (`trusted.overlay.opaque=y`, `user.overlay.opaque=y` or a `.wh..wh..opq` entry).
 //! Every open is `O_PATH|O_NOFOLLOW` of one component below a held directory fd.
 
-use super::inode::{DirLayer, Held, LayerIdx};
+use super::inode::{DirLayer, Held, LayerIdx, name_hash};
 use crate::layers::LayerStack;
 use crate::sys::fs::{self, Stat};
 use crate::sys::{Errno, SysResult, xattr};
@@ -45,24 +45,33 @@ pub fn wh_name(name: &OsStr) -> SysResult<CString> {
 /// markers at all, instead of probing `.wh.NAME` on every miss.
 const SCAN_MAX_DIR_BYTES: u64 = 16 * 1024;
 
-/// Does `dir` (in `layer`) hold a `.wh.NAME` whiteout for `name`?
-fn has_wh_file(stack: &LayerStack, layer: LayerIdx, dir: &Held, name: &OsStr) -> bool {
+/// A name being resolved, with what every layer probe needs computed once.
+pub struct Key<'a> {
+    pub cname: &'a CStr,
+    pub name: &'a OsStr,
+    hash: u64,
+    wh_hash: u64,
+}
+
+impl<'a> Key<'a> {
+    pub fn new(cname: &'a CStr, name: &'a OsStr) -> Key<'a> {
+        let b = name.as_bytes();
+        Key { cname, name, hash: name_hash(b"", b), wh_hash: name_hash(b".wh.", b) }
+    }
+}
+
+/// Does `dir` (in `layer`) hold a `.wh.NAME` whiteout for `key`?
+fn has_wh_file(stack: &LayerStack, layer: LayerIdx, dir: &Held, key: &Key<'_>) -> bool {
     if !stack.layers[layer as usize].wh_files {
         return false;
     }
-    match dir.has_markers() {
-        Some(false) => return false,
-        Some(true) => {}
-        None => {
-            if let Some(has) = scan_small_dir(dir) {
-                dir.learn_markers(has);
-                if !has {
-                    return false;
-                }
-            }
-        }
+    if dir.has_markers().is_none() {
+        scan_small_dir(stack, layer, dir);
     }
-    wh_marker_exists(dir.as_fd(), name)
+    if dir.has_markers() == Some(false) || dir.may_contain(key.wh_hash) == Some(false) {
+        return false;
+    }
+    wh_marker_exists(dir.as_fd(), key.name)
 }
 
 /// Is there a `.wh.NAME` entry in `dir`? A name too long to carry the prefix
@@ -74,14 +83,17 @@ pub fn wh_marker_exists(dir: BorrowedFd<'_>, name: &OsStr) -> bool {
     }
 }
 
-/// For a small directory: does it hold any `.wh.` entry? None for big ones.
-fn scan_small_dir(dir: &Held) -> Option<bool> {
-    let st = fs::fstat(dir.as_fd()).ok()?;
+/// List a small directory once to learn its markers (and, in a lower layer, its
+/// name filter). Big directories are left to readdir, which learns the same.
+fn scan_small_dir(stack: &LayerStack, layer: LayerIdx, dir: &Held) {
+    let Ok(st) = fs::fstat(dir.as_fd()) else { return };
     if st.size() > SCAN_MAX_DIR_BYTES {
-        return None;
+        return;
     }
-    let entries = crate::sys::dir::read_all(dir.as_fd()).ok()?;
-    Some(entries.iter().any(|e| e.name.as_bytes().starts_with(b".wh.")))
+    if let Ok(entries) = crate::sys::dir::read_all(dir.as_fd()) {
+        let lower = !(stack.has_upper() && layer == 0);
+        dir.learn_listing(entries.iter().map(|e| e.name.as_bytes()), lower);
+    }
 }
 
 /// Is directory `dir` of `layer` opaque?
@@ -107,8 +119,16 @@ pub enum InLayer {
     Entry(Stat, Option<OwnedFd>),
 }
 
-pub fn probe(stack: &LayerStack, layer: LayerIdx, held: &Held, cname: &CStr, name: &OsStr) -> SysResult<InLayer> {
-    let dir = held.as_fd();
+pub fn probe(stack: &LayerStack, layer: LayerIdx, held: &Held, key: &Key<'_>) -> SysResult<InLayer> {
+    let (dir, cname) = (held.as_fd(), key.cname);
+    let lower = !(stack.has_upper() && layer == 0);
+    if lower && !held.listed() && held.has_markers().is_none() {
+        scan_small_dir(stack, layer, held);
+    }
+    if held.may_contain(key.hash) == Some(false) {
+        // No such entry here (lower directories never change): only a marker can matter.
+        return Ok(if has_wh_file(stack, layer, held, key) { InLayer::Whiteout } else { InLayer::Absent });
+    }
     match fs::stat_at(dir, cname) {
         Ok(st) if st.is_whiteout() => Ok(InLayer::Whiteout),
         Ok(st) if st.is_dir() => {
@@ -119,7 +139,7 @@ pub fn probe(stack: &LayerStack, layer: LayerIdx, held: &Held, cname: &CStr, nam
         }
         Ok(st) => Ok(InLayer::Entry(st, None)),
         Err(Errno::ENOENT) => {
-            if has_wh_file(stack, layer, held, name) { Ok(InLayer::Whiteout) } else { Ok(InLayer::Absent) }
+            if has_wh_file(stack, layer, held, key) { Ok(InLayer::Whiteout) } else { Ok(InLayer::Absent) }
         }
         Err(e) => Err(e),
     }
@@ -127,8 +147,9 @@ pub fn probe(stack: &LayerStack, layer: LayerIdx, held: &Held, cname: &CStr, nam
 
 /// Resolve `name` in the merged directory made of `dirs` (top first).
 pub fn resolve(stack: &LayerStack, dirs: &[DirLayer], cname: &CStr, name: &OsStr) -> SysResult<Resolved> {
+    let key = Key::new(cname, name);
     for (i, (layer, dfd)) in dirs.iter().enumerate() {
-        match probe(stack, *layer, dfd, cname, name)? {
+        match probe(stack, *layer, dfd, &key)? {
             InLayer::Absent => continue,
             InLayer::Whiteout => return Ok(Resolved::Missing),
             InLayer::Entry(st, fd) => {
@@ -137,7 +158,7 @@ pub fn resolve(stack: &LayerStack, dirs: &[DirLayer], cname: &CStr, name: &OsStr
                     let fd = Held::new(fd);
                     merged.push((*layer, fd.clone()));
                     if !is_opaque(stack, *layer, fd.as_fd()) {
-                        collect_below(stack, &dirs[i + 1..], cname, name, &mut merged)?;
+                        collect_below(stack, &dirs[i + 1..], &key, &mut merged)?;
                     }
                 }
                 return Ok(Resolved::Found(Found { layer: *layer, dir: dfd.clone(), st, dirs: merged }));
@@ -151,12 +172,11 @@ pub fn resolve(stack: &LayerStack, dirs: &[DirLayer], cname: &CStr, name: &OsStr
 fn collect_below(
     stack: &LayerStack,
     dirs: &[DirLayer],
-    cname: &CStr,
-    name: &OsStr,
+    key: &Key<'_>,
     out: &mut Vec<DirLayer>,
 ) -> SysResult<()> {
     for (layer, dfd) in dirs {
-        match probe(stack, *layer, dfd, cname, name)? {
+        match probe(stack, *layer, dfd, key)? {
             InLayer::Absent => continue,
             InLayer::Whiteout => break,
             InLayer::Entry(_, None) => break,
