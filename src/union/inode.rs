@@ -186,6 +186,13 @@ impl From<&OsStr> for Name {
     }
 }
 
+/// The topmost object of a node: held (directories, pinned files) or a name in a
+/// held directory.
+enum Place {
+    Held(LayerIdx, Arc<Held>),
+    At(LayerIdx, Arc<Held>, std::ffi::CString),
+}
+
 #[derive(Debug)]
 pub struct Node {
     pub ino: u64,
@@ -200,44 +207,43 @@ impl Node {
     pub fn is_dir(&self) -> bool {
         self.kind == libc::S_IFDIR
     }
+    /// Where the topmost object is, read under the state lock (released before
+    /// any system call).
+    fn place(&self) -> SysResult<Place> {
+        let s = self.state.lock();
+        if let Some((l, fd)) = s.dir_layers().first() {
+            return Ok(Place::Held(*l, fd.clone()));
+        }
+        if s.unlinked {
+            return s.pinned.clone().map(|p| Place::Held(s.layer, p)).ok_or(Errno::ENOENT);
+        }
+        Ok(Place::At(s.layer, s.dir.clone(), s.cname()?))
+    }
+
     /// (layer, `O_PATH` fd) of the topmost object; opened on demand for
     /// non-directories.
     pub fn top(&self) -> SysResult<(LayerIdx, Arc<Held>)> {
-        let s = self.state.lock();
-        if let Some((l, fd)) = s.dir_layers().first() {
-            return Ok((*l, fd.clone()));
+        match self.place()? {
+            Place::Held(l, fd) => Ok((l, fd)),
+            Place::At(l, dir, name) => Ok((l, Held::new(fs::open_at(dir.as_fd(), &name, libc::O_PATH, 0)?))),
         }
-        if s.unlinked {
-            return s.pinned.clone().map(|p| (s.layer, p)).ok_or(Errno::ENOENT);
-        }
-        let fd = fs::open_at(s.dir.as_fd(), &s.cname()?, libc::O_PATH, 0)?;
-        Ok((s.layer, Held::new(fd)))
     }
 
     /// stat of the topmost object.
     pub fn stat(&self) -> SysResult<Stat> {
-        let s = self.state.lock();
-        if let Some((_, fd)) = s.dir_layers().first() {
-            return fs::fstat(fd.as_fd());
+        match self.place()? {
+            Place::Held(_, fd) => fs::fstat(fd.as_fd()),
+            Place::At(_, dir, name) => fs::stat_at(dir.as_fd(), &name),
         }
-        if s.unlinked {
-            return s.pinned.as_ref().map(|p| fs::fstat(p.as_fd())).unwrap_or(Err(Errno::ENOENT));
-        }
-        fs::stat_at(s.dir.as_fd(), &s.cname()?)
     }
 
     /// Open the topmost object for I/O (never following a symlink).
     pub fn open_real(&self, flags: i32) -> SysResult<(LayerIdx, OwnedFd)> {
-        let (layer, dir, name) = {
-            let s = self.state.lock();
-            if s.unlinked {
-                let p = s.pinned.as_ref().ok_or(Errno::ENOENT)?;
-                return Ok((s.layer, fs::reopen(p.as_fd(), flags)?));
-            }
-            (s.layer, s.dir.clone(), s.cname()?)
-        };
         let flags = flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY);
-        Ok((layer, fs::open_at(dir.as_fd(), &name, flags, 0)?))
+        match self.place()? {
+            Place::Held(l, fd) => Ok((l, fs::reopen(fd.as_fd(), flags)?)),
+            Place::At(l, dir, name) => Ok((l, fs::open_at(dir.as_fd(), &name, flags, 0)?)),
+        }
     }
 
     /// Target of a symlink node.
