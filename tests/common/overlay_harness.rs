@@ -199,8 +199,16 @@ impl Mounted {
             return Ok(());
         }
         let m = fsops::cpath(&self.mnt);
-        if unsafe { libc::umount2(m.as_ptr(), 0) } != 0 {
-            return Err(format!("umount {:?}: {}", self.mnt, fsops::Errno::last()));
+        // A parallel test that clones the mount namespace (unshare) can make the
+        // mount briefly busy: retry before calling it a failure.
+        let mut tries = 0;
+        while unsafe { libc::umount2(m.as_ptr(), 0) } != 0 {
+            let e = fsops::Errno::last();
+            tries += 1;
+            if e.0 != libc::EBUSY || tries > 50 {
+                return Err(format!("umount {:?}: {}", self.mnt, e));
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
         self.active = false;
         if !wait_gone(&self.pids, &self.mnt, Duration::from_secs(20)) {
