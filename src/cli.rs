@@ -77,7 +77,7 @@ usage: unionmount [-f] [-d] -o lowerdir=TOP:...:BOTTOM[,upperdir=U,workdir=W][,O
        unionmount commit TARGET --output FILE [--gzip|--zstd] [--image NAME --oci DIR]
        unionmount which PATH
 options (-o): lowerdir= upperdir= workdir= ro volatile fsync=0 fsname= allow_other
-  cache_entries=N timeout=SECS threads=N passthrough=all|upper|off whiteout=chardev|whfile store=PATH
+  cache_entries=N timeout=SECS threads=N passthrough=auto|all|upper|off whiteout=chardev|whfile store=PATH
 unmount with: umount MOUNTPOINT  or  fusermount3 -u MOUNTPOINT";
 
 /// Split an option string on commas outside double quotes.
@@ -180,10 +180,11 @@ pub fn apply_option(o: &mut MountOpts, opt: &[u8]) -> Result<(), String> {
         }
         (b"passthrough", Some(v)) => {
             o.passthrough = Some(match v {
-                b"all" | b"on" | b"1" => Passthrough::All,
-                b"upper" => Passthrough::Upper,
+                b"all" => Passthrough::All,
+                b"auto" => Passthrough::Auto,
+                b"upper" | b"on" | b"1" => Passthrough::Upper,
                 b"off" | b"0" => Passthrough::Off,
-                _ => return Err("option passthrough= takes all, upper or off".into()),
+                _ => return Err("option passthrough= takes auto, all, upper or off".into()),
             })
         }
         (b"whiteout", Some(v)) => {

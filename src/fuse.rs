@@ -1,8 +1,8 @@
 //! The fuser adapter: decode a request, call `UnionFs`, reply exactly once.
 //!
 //! No file-system logic lives here. What does: attribute conversion, TTLs, and
-//! FUSE passthrough bookkeeping (one backing file per inode while any handle using
-//! it is open, as the kernel requires).
+//! FUSE passthrough bookkeeping: per inode, either cached opens or passthrough
+//! opens sharing one backing file, never both, as the kernel requires.
 
 use crate::sys::fs::SetTime;
 use crate::union::attr::SetAttr;
@@ -26,62 +26,108 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Passthrough {
     Off,
-    /// Upper-layer files only (a later write open never conflicts).
+    /// Upper-layer files only: lower files use the page cache, so a copy-up is
+    /// seen by every open handle and never refused. The default.
     Upper,
+    /// Upper-layer files, and lower files of at least `AUTO_LOWER_MIN` bytes
+    /// (faster cold reads; a write open of such a file while a read-only handle
+    /// of its lower version is open gets ETXTBSY).
+    Auto,
     All,
+}
+
+/// Smallest lower file `Passthrough::Auto` passes through. Smaller ones use the
+/// page cache, so a later write open of their copy-up can never be refused.
+pub const AUTO_LOWER_MIN: u64 = 1 << 20;
+
+/// How the kernel may do I/O on one inode right now: it refuses to mix cached
+/// opens with passthrough ones, or two backing files for one inode.
+#[derive(Default)]
+struct IoState {
+    cached: u32,
+    backing: Option<(u16, Weak<BackingId>)>,
+}
+
+/// What an open handle holds.
+enum HandleIo {
+    Cached,
+    Passthrough(Arc<BackingId>),
 }
 
 pub struct FuseFs {
     fs: Arc<UnionFs>,
     ttl: Duration,
     passthrough: Passthrough,
-    /// Per inode: the backing file in use and the layer it is on.
-    backing: Mutex<HashMap<u64, (u16, Weak<BackingId>)>>,
-    /// Per open handle: the backing it holds.
-    held: Mutex<HashMap<u64, Arc<BackingId>>>,
+    io: Mutex<HashMap<u64, IoState>>,
+    held: Mutex<HashMap<u64, (u64, HandleIo)>>,
 }
 
 impl FuseFs {
     pub fn new(fs: Arc<UnionFs>, ttl: Duration, passthrough: Passthrough) -> FuseFs {
-        FuseFs { fs, ttl, passthrough, backing: Mutex::default(), held: Mutex::default() }
+        FuseFs { fs, ttl, passthrough, io: Mutex::default(), held: Mutex::default() }
     }
 
-    /// The backing to hand the kernel for handle `h`, if passthrough applies.
-    /// `Err` when the inode already passes through to another file (a lower file
-    /// still open for reading while this open needs the upper copy).
-    fn backing_for(
+    /// Decide how handle `fh` of inode `ino` does I/O and record it. `Err` when
+    /// the kernel would refuse the open: the inode passes through to another file
+    /// (a lower file still open while this open needs its upper copy).
+    fn choose_io(
         &self,
         ino: u64,
+        fh: u64,
         h: &crate::union::file::Handle,
         open: impl Fn(std::os::fd::BorrowedFd<'_>) -> std::io::Result<BackingId>,
     ) -> Result<Option<Arc<BackingId>>, Errno> {
-        if self.passthrough == Passthrough::Off || (self.passthrough == Passthrough::Upper && h.layer != 0) {
-            return Ok(None);
-        }
-        let mut map = self.backing.lock();
-        if let Some((layer, weak)) = map.get(&ino) {
-            if let Some(b) = weak.upgrade() {
-                return if *layer == h.layer { Ok(Some(b)) } else { Err(Errno::ETXTBSY) };
+        let upper = h.layer == 0 && self.fs.has_upper();
+        let wanted = match self.passthrough {
+            Passthrough::Off => false,
+            Passthrough::Upper => upper,
+            Passthrough::Auto => upper || crate::sys::fs::fstat(h.fd().as_fd()).is_ok_and(|st| st.size() >= AUTO_LOWER_MIN),
+            Passthrough::All => true,
+        };
+        let mut io = self.io.lock();
+        let st = io.entry(ino).or_default();
+        let live = st.backing.as_ref().and_then(|(l, w)| w.upgrade().map(|b| (*l, b)));
+        let chosen = match live {
+            Some((layer, b)) if layer == h.layer => HandleIo::Passthrough(b),
+            Some(_) => return Err(Errno::ETXTBSY),
+            None if wanted && st.cached == 0 => match open(h.fd().as_fd()) {
+                Ok(b) => {
+                    let b = Arc::new(b);
+                    st.backing = Some((h.layer, Arc::downgrade(&b)));
+                    HandleIo::Passthrough(b)
+                }
+                Err(e) => {
+                    log::debug!("passthrough unavailable for inode {ino}: {e}");
+                    st.cached += 1;
+                    HandleIo::Cached
+                }
+            },
+            None => {
+                st.cached += 1;
+                HandleIo::Cached
             }
-        }
-        match open(h.file.as_fd()) {
-            Ok(b) => {
-                let b = Arc::new(b);
-                map.insert(ino, (h.layer, Arc::downgrade(&b)));
-                Ok(Some(b))
-            }
-            Err(e) => {
-                log::debug!("passthrough unavailable for inode {ino}: {e}");
-                Ok(None)
-            }
-        }
+        };
+        let backing = match &chosen {
+            HandleIo::Passthrough(b) => Some(b.clone()),
+            HandleIo::Cached => None,
+        };
+        self.held.lock().insert(fh, (ino, chosen));
+        Ok(backing)
     }
 
-    fn forget_backing(&self, fh: u64, ino: u64) {
-        if self.held.lock().remove(&fh).is_some() {
-            let mut map = self.backing.lock();
-            if map.get(&ino).is_some_and(|(_, w)| w.strong_count() == 0) {
-                map.remove(&ino);
+    fn release_io(&self, fh: u64) {
+        let Some((ino, how)) = self.held.lock().remove(&fh) else { return };
+        let mut io = self.io.lock();
+        if let Some(st) = io.get_mut(&ino) {
+            match how {
+                HandleIo::Cached => st.cached = st.cached.saturating_sub(1),
+                HandleIo::Passthrough(b) => drop(b),
+            }
+            if st.backing.as_ref().is_some_and(|(_, w)| w.strong_count() == 0) {
+                st.backing = None;
+            }
+            if st.cached == 0 && st.backing.is_none() {
+                io.remove(&ino);
             }
         }
     }
@@ -200,6 +246,10 @@ impl Filesystem for FuseFs {
             | InitFlags::FUSE_DO_READDIRPLUS
             | InitFlags::FUSE_READDIRPLUS_AUTO;
         let _ = config.add_capabilities(wanted & config.capabilities());
+        // Large reads for files the daemon serves (lower files in the page cache).
+        if let Err(max) = config.set_max_readahead(1 << 20) {
+            let _ = config.set_max_readahead(max);
+        }
         if self.passthrough != Passthrough::Off {
             let ok = config.capabilities().contains(InitFlags::FUSE_PASSTHROUGH)
                 && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
@@ -319,11 +369,8 @@ impl Filesystem for FuseFs {
             Ok(x) => x,
             Err(e) => return reply.error(err(e)),
         };
-        match self.backing_for(ino.0, &h, |fd| reply.open_backing(fd)) {
-            Ok(Some(b)) => {
-                reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &b);
-                self.held.lock().insert(fh, b);
-            }
+        match self.choose_io(ino.0, fh, &h, |fd| reply.open_backing(fd)) {
+            Ok(Some(b)) => reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &b),
             Ok(None) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
             Err(e) => {
                 self.fs.release(fh);
@@ -374,7 +421,7 @@ impl Filesystem for FuseFs {
     fn release(
         &self,
         _req: &Request,
-        ino: INodeNo,
+        _ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
@@ -382,7 +429,7 @@ impl Filesystem for FuseFs {
         reply: ReplyEmpty,
     ) {
         self.fs.release(fh.0);
-        self.forget_backing(fh.0, ino.0);
+        self.release_io(fh.0);
         reply.ok();
     }
 
@@ -523,10 +570,9 @@ impl Filesystem for FuseFs {
             Err(e) => return reply.error(err(e)),
         };
         let (fh, h) = self.fs.adopt(attr.ino, file, flags);
-        match self.backing_for(attr.ino, &h, |fd| reply.open_backing(fd)) {
+        match self.choose_io(attr.ino, fh, &h, |fd| reply.open_backing(fd)) {
             Ok(Some(b)) => {
-                reply.created_passthrough(&self.ttl, &to_attr(&attr), Generation(0), FileHandle(fh), FopenFlags::empty(), &b);
-                self.held.lock().insert(fh, b);
+                reply.created_passthrough(&self.ttl, &to_attr(&attr), Generation(0), FileHandle(fh), FopenFlags::empty(), &b)
             }
             Ok(None) => reply.created(&self.ttl, &to_attr(&attr), Generation(0), FileHandle(fh), FopenFlags::empty()),
             Err(e) => {

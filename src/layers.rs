@@ -96,9 +96,8 @@ impl LayerStack {
             let work = prepare_work(wb.as_fd(), work_base)?;
             let whiteout = spec.whiteout.unwrap_or_else(|| probe_whiteout(work.as_fd()));
             let opaque_xattr = if probe_trusted_xattr(work.as_fd()) { "trusted.overlay.opaque" } else { "user.overlay.opaque" };
-            // The upper layer holds `.wh.` markers only when this mount writes them.
-            let wh_files = whiteout == WhiteoutFormat::WhFile;
-            layers.push(Layer { root, path: up.clone(), dev, wh_files });
+            // An existing upper may hold `.wh.` markers whatever this mount writes.
+            layers.push(Layer { root, path: up.clone(), dev, wh_files: true });
             upper = Some(UpperExtra { work, work_path: work_base.join("work"), whiteout, opaque_xattr });
         }
         for (i, l) in spec.lowers.iter().enumerate() {

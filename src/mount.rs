@@ -28,6 +28,9 @@ struct Plan {
     ephemeral: Option<PathBuf>,
 }
 
+/// Set in the forked daemon: its errors go to the waiting parent, not to stderr.
+static DAEMON_CHILD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn fail(msg: impl std::fmt::Display) -> i32 {
     eprintln!("unionmount: {msg}");
     1
@@ -49,6 +52,8 @@ pub fn run(args: MountArgs) -> i32 {
     }
     match result {
         Ok(()) => 0,
+        // A daemonized child reported its error through the pipe; the parent prints it.
+        Err(_) if DAEMON_CHILD.load(std::sync::atomic::Ordering::Relaxed) => 1,
         Err(e) => fail(e),
     }
 }
@@ -111,11 +116,10 @@ fn plan(args: &MountArgs) -> Result<Plan, String> {
         }
     }
     let checked = check_layers(&mut spec, &mnt);
-    if checked.is_err() {
-        if let Some(d) = &ephemeral {
+    if checked.is_err()
+        && let Some(d) = &ephemeral {
             remove_ephemeral(d);
         }
-    }
     checked?;
     Ok(Plan { spec, mountpoint: mnt, image, ephemeral })
 }
@@ -206,6 +210,7 @@ fn serve(args: &MountArgs, plan: &Plan) -> Result<(), String> {
             }
             Fork::Child => {
                 drop(r);
+                DAEMON_CHILD.store(true, std::sync::atomic::Ordering::Relaxed);
                 process::setsid();
                 Some(w)
             }
@@ -220,7 +225,7 @@ fn serve(args: &MountArgs, plan: &Plan) -> Result<(), String> {
     process::block_term_signals();
 
     let ttl = Duration::from_secs_f64(args.opts.timeout.unwrap_or(60.0));
-    let passthrough = args.opts.passthrough.unwrap_or(Passthrough::All);
+    let passthrough = args.opts.passthrough.unwrap_or(Passthrough::Upper);
     let fuse = FuseFs::new(ufs.clone(), ttl, passthrough);
     let config = fuse_config(args, plan);
     let privileged = crate::sys::euid() == 0;

@@ -85,11 +85,10 @@ impl MountRecord {
     /// Remove the record of `mountpoint` if it belongs to process `pid`.
     pub fn remove(mountpoint: &Path, pid: u32) {
         let path = record_path_in(&record_dir(), mountpoint);
-        if let Ok(r) = Self::read_file(&path) {
-            if r.pid == pid {
+        if let Ok(r) = Self::read_file(&path)
+            && r.pid == pid {
                 let _ = std::fs::remove_file(path);
             }
-        }
     }
 
     fn read_file(path: &Path) -> io::Result<MountRecord> {

@@ -31,18 +31,17 @@ impl UnionFs {
                 return Err(Errno::EISDIR);
             }
             match a.fh.and_then(|fh| self.handles.get(fh)).filter(|h| h.writable()) {
-                Some(h) => fs::ftruncate(h.file.as_fd(), size)?,
+                Some(h) => fs::ftruncate(h.fd().as_fd(), size)?,
                 None => fs::ftruncate(fs::reopen(fd.as_fd(), libc::O_WRONLY)?.as_fd(), size)?,
             }
         }
         if a.uid.is_some() || a.gid.is_some() {
             fs::chown_fd(fd.as_fd(), a.uid, a.gid)?;
         }
-        if let Some(mode) = a.mode {
-            if node.kind != libc::S_IFLNK {
+        if let Some(mode) = a.mode
+            && node.kind != libc::S_IFLNK {
                 fs::chmod_fd(fd.as_fd(), mode)?;
             }
-        }
         if a.atime.is_some() || a.mtime.is_some() {
             fs::utimens_fd(fd.as_fd(), a.atime.unwrap_or(SetTime::Omit), a.mtime.unwrap_or(SetTime::Omit))?;
         }

@@ -210,18 +210,21 @@ impl UnionFs {
             r?;
         }
         let top = self.upper_dir_of(node)?;
-        self.set_opaque(top.as_fd())?;
+        self.set_opaque(&top)?;
         let mut s = node.state.lock();
         s.dirs = Some(s.dir_layers()[..1].to_vec().into());
         Ok(())
     }
 
     /// Mark upper directory `dir` opaque in this mount's format.
-    pub(crate) fn set_opaque(&self, dir: BorrowedFd<'_>) -> SysResult<()> {
+    pub(crate) fn set_opaque(&self, dir: &Held) -> SysResult<()> {
         let upper = self.require_upper()?;
         match upper.whiteout {
-            WhiteoutFormat::CharDev => xattr::set(xattr::Target::Fd(dir), upper.opaque_xattr.as_ref(), b"y", 0),
-            WhiteoutFormat::WhFile => match fs::open_at(dir, c".wh..wh..opq", libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, 0o600) {
+            WhiteoutFormat::CharDev => xattr::set(xattr::Target::Fd(dir.as_fd()), upper.opaque_xattr.as_ref(), b"y", 0),
+            WhiteoutFormat::WhFile => match {
+                dir.note_marker_written();
+                fs::open_at(dir.as_fd(), c".wh..wh..opq", libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, 0o600)
+            } {
                 Ok(_) | Err(Errno::EEXIST) => Ok(()),
                 Err(e) => Err(e),
             },

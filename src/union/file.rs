@@ -2,9 +2,11 @@
 //!
 //! A file handle owns a real fd on the topmost object at open time: opening for
 //! write (or with O_TRUNC) copies up first, so writes only ever reach the upper
-//! layer. A handle keeps working after its name is unlinked or renamed. A
-//! directory handle holds the merged listing snapshot its offsets index.
-//! The handle maps are locked only to insert, find or remove a handle.
+//! layer. A read-only handle opened on a lower file moves to the upper copy once
+//! the file is copied up (as overlayfs does), so every reader sees the new data.
+//! A handle keeps working after its name is unlinked or renamed. A directory
+//! handle holds the merged listing snapshot its offsets index. The handle maps are
+//! locked only to insert, find or remove a handle.
 
 use super::UnionFs;
 use super::readdir::DirEntry;
@@ -18,15 +20,23 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 pub struct Handle {
     pub ino: u64,
-    pub file: OwnedFd,
     pub flags: i32,
-    /// Layer of the object the fd is on (0 = upper when there is one).
+    /// Layer of the object opened (0 = upper when there is one).
     pub layer: u16,
+    /// The real file; replaced by the upper copy after a copy-up.
+    file: RwLock<(u16, Arc<OwnedFd>)>,
 }
 
 impl Handle {
+    fn new(ino: u64, file: OwnedFd, flags: i32, layer: u16) -> Handle {
+        Handle { ino, flags, layer, file: RwLock::new((layer, Arc::new(file))) }
+    }
     pub fn writable(&self) -> bool {
         self.flags & libc::O_ACCMODE != libc::O_RDONLY
+    }
+    /// The real file this handle does I/O on now.
+    pub fn fd(&self) -> Arc<OwnedFd> {
+        self.file.read().1.clone()
     }
 }
 
@@ -80,20 +90,37 @@ impl UnionFs {
             self.copy_up_opts(&node, !trunc)?;
         }
         let (layer, file) = node.open_real(flags)?;
-        Ok(self.handles.insert(Handle { ino, file, flags, layer }))
+        Ok(self.handles.insert(Handle::new(ino, file, flags, layer)))
     }
 
     /// Register a file `create` just opened.
     pub fn adopt(&self, ino: u64, file: OwnedFd, flags: i32) -> (u64, Arc<Handle>) {
-        self.handles.insert(Handle { ino, file, flags, layer: 0 })
+        self.handles.insert(Handle::new(ino, file, flags, 0))
+    }
+
+    /// The fd a read on `h` should use: the upper copy once the file was copied up.
+    fn read_fd(&self, h: &Handle) -> SysResult<Arc<OwnedFd>> {
+        let (layer, fd) = h.file.read().clone();
+        if layer == 0 || !self.has_upper() {
+            return Ok(fd);
+        }
+        let Some(node) = self.nodes.get(h.ino) else { return Ok(fd) };
+        if node.state.lock().layer != 0 {
+            return Ok(fd);
+        }
+        let (_, up) = node.open_real(libc::O_RDONLY)?;
+        let up = Arc::new(up);
+        *h.file.write() = (0, up.clone());
+        Ok(up)
     }
 
     pub fn read(&self, fh: u64, off: u64, size: u32) -> SysResult<Vec<u8>> {
         let h = self.handle(fh)?;
+        let fd = self.read_fd(&h)?;
         let mut buf = vec![0u8; size as usize];
         let mut got = 0;
         while got < buf.len() {
-            let n = fs::pread(h.file.as_fd(), &mut buf[got..], off + got as u64)?;
+            let n = fs::pread(fd.as_fd(), &mut buf[got..], off + got as u64)?;
             if n == 0 {
                 break;
             }
@@ -105,7 +132,7 @@ impl UnionFs {
 
     pub fn write(&self, fh: u64, off: u64, data: &[u8]) -> SysResult<u32> {
         let h = self.handle(fh)?;
-        fs::write_all_at(h.file.as_fd(), data, off)?;
+        fs::write_all_at(h.fd().as_fd(), data, off)?;
         Ok(data.len() as u32)
     }
 
@@ -115,22 +142,22 @@ impl UnionFs {
 
     pub fn fsync(&self, fh: u64, datasync: bool) -> SysResult<()> {
         let h = self.handle(fh)?;
-        if self.cfg.fsync { fs::fsync(h.file.as_fd(), datasync) } else { Ok(()) }
+        if self.cfg.fsync { fs::fsync(h.fd().as_fd(), datasync) } else { Ok(()) }
     }
 
     pub fn fallocate(&self, fh: u64, mode: i32, off: u64, len: u64) -> SysResult<()> {
         let h = self.handle(fh)?;
-        fs::fallocate(h.file.as_fd(), mode, off, len)
+        fs::fallocate(h.fd().as_fd(), mode, off, len)
     }
 
     pub fn lseek(&self, fh: u64, off: i64, whence: i32) -> SysResult<i64> {
         let h = self.handle(fh)?;
-        fs::lseek(h.file.as_fd(), off, whence)
+        fs::lseek(self.read_fd(&h)?.as_fd(), off, whence)
     }
 
     pub fn copy_file_range(&self, fh_in: u64, off_in: u64, fh_out: u64, off_out: u64, len: u64) -> SysResult<u32> {
         let (i, o) = (self.handle(fh_in)?, self.handle(fh_out)?);
-        let n = fs::copy_file_range(i.file.as_fd(), off_in, o.file.as_fd(), off_out, len.min(1 << 30) as usize)?;
+        let n = fs::copy_file_range(self.read_fd(&i)?.as_fd(), off_in, o.fd().as_fd(), off_out, len.min(1 << 30) as usize)?;
         Ok(n as u32)
     }
 

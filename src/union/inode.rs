@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 pub const ROOT_INO: u64 = 1;
 const LAYER_SHIFT: u32 = 48;
@@ -28,24 +28,82 @@ const INO_MASK: u64 = (1 << LAYER_SHIFT) - 1;
 /// Layer index in `LayerStack::layers` (0 = upper when there is one).
 pub type LayerIdx = u16;
 
-/// An `O_PATH` fd on an object of one layer. For directories it also remembers
-/// whether a listing found no `.wh.` markers in it, which spares lookups the
-/// `.wh.NAME` probe (reset when this daemon writes a marker there).
+/// An `O_PATH` fd on an object of one layer. For a directory it also remembers
+/// whether it holds `.wh.` markers (unknown until listed), which spares lookups
+/// the `.wh.NAME` probe where there are none. Lower layers never change; in the
+/// upper layer only this daemon adds markers, and it records each one
+/// (`note_marker_written`), which a concurrent listing cannot undo (`learn_markers`
+/// only moves from "unknown").
+///
+/// A lower directory that was listed also keeps a filter of its names (sorted
+/// 64-bit hashes), so a lookup of a name it cannot hold costs no system call:
+/// deep layer stacks make most per-layer probes misses.
 #[derive(Debug)]
 pub struct Held {
     fd: OwnedFd,
-    no_wh: AtomicBool,
+    /// 0 unknown, 1 no markers, 2 has markers.
+    markers: AtomicU8,
+    names: std::sync::OnceLock<Box<[u64]>>,
+}
+
+/// FNV-1a: a fixed, fast hash for the name filter (a collision only costs a stat).
+pub fn name_hash(prefix: &[u8], name: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in prefix.iter().chain(name) {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
 }
 
 impl Held {
     pub fn new(fd: OwnedFd) -> Arc<Held> {
-        Arc::new(Held { fd, no_wh: AtomicBool::new(false) })
+        Arc::new(Held { fd, markers: AtomicU8::new(0), names: std::sync::OnceLock::new() })
     }
-    pub fn no_wh(&self) -> bool {
-        self.no_wh.load(Ordering::Relaxed)
+
+    /// Record a full listing of this directory. `immutable`: it is in a lower
+    /// layer, so a name filter stays true.
+    pub fn learn_listing<'a>(&self, names: impl Iterator<Item = &'a [u8]>, immutable: bool) {
+        let mut markers = false;
+        let mut hashes = Vec::new();
+        for n in names {
+            markers |= n.starts_with(b".wh.");
+            if immutable {
+                hashes.push(name_hash(b"", n));
+            }
+        }
+        self.learn_markers(markers);
+        if immutable {
+            hashes.sort_unstable();
+            hashes.dedup();
+            let _ = self.names.set(hashes.into_boxed_slice());
+        }
     }
-    pub fn set_no_wh(&self, v: bool) {
-        self.no_wh.store(v, Ordering::Relaxed)
+
+    /// Some(false) when the directory surely has no entry whose `name_hash` is `hash`.
+    pub fn may_contain(&self, hash: u64) -> Option<bool> {
+        self.names.get().map(|h| h.binary_search(&hash).is_ok())
+    }
+
+    /// Whether a listing was recorded (name filter or marker knowledge).
+    pub fn listed(&self) -> bool {
+        self.names.get().is_some()
+    }
+    /// Some(true/false) once known.
+    pub fn has_markers(&self) -> Option<bool> {
+        match self.markers.load(Ordering::Relaxed) {
+            1 => Some(false),
+            2 => Some(true),
+            _ => None,
+        }
+    }
+    /// Record what a listing found, unless something is already known.
+    pub fn learn_markers(&self, v: bool) {
+        let _ = self.markers.compare_exchange(0, if v { 2 } else { 1 }, Ordering::AcqRel, Ordering::Relaxed);
+    }
+    /// This daemon wrote a `.wh.` marker into the directory.
+    pub fn note_marker_written(&self) {
+        self.markers.store(2, Ordering::Release)
     }
 }
 
@@ -128,6 +186,13 @@ impl From<&OsStr> for Name {
     }
 }
 
+/// The topmost object of a node: held (directories, pinned files) or a name in a
+/// held directory.
+enum Place {
+    Held(LayerIdx, Arc<Held>),
+    At(LayerIdx, Arc<Held>, std::ffi::CString),
+}
+
 #[derive(Debug)]
 pub struct Node {
     pub ino: u64,
@@ -142,44 +207,43 @@ impl Node {
     pub fn is_dir(&self) -> bool {
         self.kind == libc::S_IFDIR
     }
+    /// Where the topmost object is, read under the state lock (released before
+    /// any system call).
+    fn place(&self) -> SysResult<Place> {
+        let s = self.state.lock();
+        if let Some((l, fd)) = s.dir_layers().first() {
+            return Ok(Place::Held(*l, fd.clone()));
+        }
+        if s.unlinked {
+            return s.pinned.clone().map(|p| Place::Held(s.layer, p)).ok_or(Errno::ENOENT);
+        }
+        Ok(Place::At(s.layer, s.dir.clone(), s.cname()?))
+    }
+
     /// (layer, `O_PATH` fd) of the topmost object; opened on demand for
     /// non-directories.
     pub fn top(&self) -> SysResult<(LayerIdx, Arc<Held>)> {
-        let s = self.state.lock();
-        if let Some((l, fd)) = s.dir_layers().first() {
-            return Ok((*l, fd.clone()));
+        match self.place()? {
+            Place::Held(l, fd) => Ok((l, fd)),
+            Place::At(l, dir, name) => Ok((l, Held::new(fs::open_at(dir.as_fd(), &name, libc::O_PATH, 0)?))),
         }
-        if s.unlinked {
-            return s.pinned.clone().map(|p| (s.layer, p)).ok_or(Errno::ENOENT);
-        }
-        let fd = fs::open_at(s.dir.as_fd(), &s.cname()?, libc::O_PATH, 0)?;
-        Ok((s.layer, Held::new(fd)))
     }
 
     /// stat of the topmost object.
     pub fn stat(&self) -> SysResult<Stat> {
-        let s = self.state.lock();
-        if let Some((_, fd)) = s.dir_layers().first() {
-            return fs::fstat(fd.as_fd());
+        match self.place()? {
+            Place::Held(_, fd) => fs::fstat(fd.as_fd()),
+            Place::At(_, dir, name) => fs::stat_at(dir.as_fd(), &name),
         }
-        if s.unlinked {
-            return s.pinned.as_ref().map(|p| fs::fstat(p.as_fd())).unwrap_or(Err(Errno::ENOENT));
-        }
-        fs::stat_at(s.dir.as_fd(), &s.cname()?)
     }
 
     /// Open the topmost object for I/O (never following a symlink).
     pub fn open_real(&self, flags: i32) -> SysResult<(LayerIdx, OwnedFd)> {
-        let (layer, dir, name) = {
-            let s = self.state.lock();
-            if s.unlinked {
-                let p = s.pinned.as_ref().ok_or(Errno::ENOENT)?;
-                return Ok((s.layer, fs::reopen(p.as_fd(), flags)?));
-            }
-            (s.layer, s.dir.clone(), s.cname()?)
-        };
         let flags = flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY);
-        Ok((layer, fs::open_at(dir.as_fd(), &name, flags, 0)?))
+        match self.place()? {
+            Place::Held(l, fd) => Ok((l, fs::reopen(fd.as_fd(), flags)?)),
+            Place::At(l, dir, name) => Ok((l, fs::open_at(dir.as_fd(), &name, flags, 0)?)),
+        }
     }
 
     /// Target of a symlink node.
@@ -240,11 +304,10 @@ impl NodeTable {
 
     /// Same as `ino_for`, from a raw (dev, ino) pair (readdir's d_ino; dev = layer's).
     pub fn ino_for_raw(&self, layer: LayerIdx, dev: u64, ino: u64, has_upper: bool) -> u64 {
-        if has_upper && layer == 0 {
-            if let Some(&i) = self.origins.lock().get(&ino) {
+        if has_upper && layer == 0
+            && let Some(&i) = self.origins.lock().get(&ino) {
                 return i;
             }
-        }
         if ino <= INO_MASK && ino != 0 && self.layer_devs.get(layer as usize) == Some(&dev) {
             return ((layer as u64 + 1) << LAYER_SHIFT) | ino;
         }

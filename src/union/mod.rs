@@ -149,7 +149,7 @@ impl UnionFs {
     pub fn getattr(&self, ino: u64, fh: Option<u64>) -> SysResult<Attr> {
         let node = self.node(ino)?;
         match fh.and_then(|fh| self.handles.get(fh)) {
-            Some(h) if node.state.lock().unlinked => Ok(self.attr_from(ino, fs::fstat(h.file.as_fd())?, false)),
+            Some(h) if node.state.lock().unlinked => Ok(self.attr_from(ino, fs::fstat(h.fd().as_fd())?, false)),
             _ => self.attr_of(&node),
         }
     }
@@ -255,7 +255,12 @@ impl UnionFs {
     }
 
     pub fn statfs(&self) -> SysResult<libc::statvfs> {
-        fs::fstatvfs(self.stack.layers[0].root.as_fd())
+        let mut st = fs::fstatvfs(self.stack.layers[0].root.as_fd())?;
+        // With `.wh.NAME` whiteouts, a deletable name leaves room for the prefix.
+        if self.stack.upper.as_ref().is_some_and(|u| u.whiteout == crate::layers::WhiteoutFormat::WhFile) {
+            st.f_namemax = st.f_namemax.min(251);
+        }
+        Ok(st)
     }
 
     /// Number of live nodes (for tests and diagnostics).

@@ -56,10 +56,9 @@ impl UnionFs {
         match fs::stat_at(pdir, cname) {
             Ok(st) if st.is_whiteout() => Ok(Slot::CharWhiteout),
             Ok(_) => Err(Errno::EEXIST),
-            Err(Errno::ENOENT) => match fs::stat_at(pdir, &wh_name(name)?) {
-                Ok(_) => Ok(Slot::WhFile),
-                Err(_) => Ok(Slot::Free),
-            },
+            Err(Errno::ENOENT) => {
+                Ok(if resolve::wh_marker_exists(pdir, name) { Slot::WhFile } else { Slot::Free })
+            }
             Err(e) => Err(e),
         }
     }
@@ -121,12 +120,12 @@ impl UnionFs {
                 let tmp = self.tmp_name();
                 let open = self.make(&kind, work, &tmp)?;
                 let r = (|| {
-                    let fd = fs::open_at(work, &tmp, libc::O_PATH, 0)?;
+                    let fd = Held::new(fs::open_at(work, &tmp, libc::O_PATH, 0)?);
                     if !is_link {
                         self.set_owner(fd.as_fd(), ctx, pdir.as_fd())?;
                     }
                     if opaque {
-                        self.set_opaque(fd.as_fd())?;
+                        self.set_opaque(&fd)?;
                     }
                     fs::rename_at(work, &tmp, pdir.as_fd(), &cname, libc::RENAME_EXCHANGE)
                 })();
@@ -137,12 +136,12 @@ impl UnionFs {
             Slot::Free | Slot::WhFile => {
                 let open = self.make(&kind, pdir.as_fd(), &cname)?;
                 let r = (|| {
-                    let fd = fs::open_at(pdir.as_fd(), &cname, libc::O_PATH, 0)?;
+                    let fd = Held::new(fs::open_at(pdir.as_fd(), &cname, libc::O_PATH, 0)?);
                     if !is_link {
                         self.set_owner(fd.as_fd(), ctx, pdir.as_fd())?;
                     }
                     if opaque {
-                        self.set_opaque(fd.as_fd())?;
+                        self.set_opaque(&fd)?;
                     }
                     if slot == Slot::WhFile {
                         fs::unlink_at(pdir.as_fd(), &wh_name(name)?, false)?;
@@ -248,21 +247,23 @@ impl UnionFs {
                 self.forget_upper(&st);
             }
             (Some(st), true, WhiteoutFormat::WhFile) => {
-                self.make_wh_file(pdir.as_fd(), name)?;
+                self.make_wh_file(&pdir, name)?;
                 let tmp = self.tmp_name();
                 fs::rename_at(pdir.as_fd(), &cname, work, &tmp, 0)?;
                 let _ = remove_tree_at(work, &tmp);
                 self.forget_upper(&st);
             }
             (None, true, WhiteoutFormat::CharDev) => fs::mknod_at(pdir.as_fd(), &cname, libc::S_IFCHR, 0)?,
-            (None, true, WhiteoutFormat::WhFile) => self.make_wh_file(pdir.as_fd(), name)?,
+            (None, true, WhiteoutFormat::WhFile) => self.make_wh_file(&pdir, name)?,
             (None, false, _) => return Err(Errno::ENOENT),
         }
         Ok(())
     }
 
-    fn make_wh_file(&self, dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<()> {
-        match fs::open_at(dir, &wh_name(name)?, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, 0o600) {
+    /// Write a `.wh.NAME` whiteout into upper directory `dir`.
+    pub(crate) fn make_wh_file(&self, dir: &Held, name: &OsStr) -> SysResult<()> {
+        dir.note_marker_written();
+        match fs::open_at(dir.as_fd(), &wh_name(name)?, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, 0o600) {
             Ok(_) | Err(Errno::EEXIST) => Ok(()),
             Err(e) => Err(e),
         }

@@ -56,6 +56,11 @@ impl UnionFs {
         let last = dirs.len().saturating_sub(1);
         for (i, (layer, dfd)) in dirs.iter().enumerate() {
             let entries = dir::read_all(dfd.as_fd())?;
+            // Remember what the listing showed so lookups can skip probes here.
+            let lower = !(self.has_upper() && *layer == 0);
+            if lower && !dfd.listed() {
+                dfd.learn_listing(entries.iter().map(|e| e.name.as_bytes()), true);
+            }
             let dev = self.stack.layers[*layer as usize].dev;
             let wh_files = self.stack.layers[*layer as usize].wh_files;
             // Whiteouts found in this layer apply to the layers below only.
@@ -88,11 +93,7 @@ impl UnionFs {
                 seen.insert(e.name);
             }
             seen.extend(hidden_here);
-            // Lower layers never change: remember a marker-free directory so
-            // lookups can skip the `.wh.NAME` probe there.
-            if !(self.has_upper() && *layer == 0) {
-                dfd.set_no_wh(!markers);
-            }
+            dfd.learn_markers(markers);
         }
         Ok(out)
     }

@@ -123,7 +123,7 @@ impl UnionFs {
                 }
                 replaced = Some(st);
             }
-            Err(Errno::ENOENT) => drop_wh_file = fs::stat_at(npdir.as_fd(), &wh_name(newname)?).is_ok(),
+            Err(Errno::ENOENT) => drop_wh_file = resolve::wh_marker_exists(npdir.as_fd(), newname),
             Err(e) => return Err(e),
         }
         self.opaque_if_lower(src, &npnode, &cnew, newname)?;
@@ -132,12 +132,7 @@ impl UnionFs {
         if need_wh {
             match upper.whiteout {
                 WhiteoutFormat::CharDev => rflags |= libc::RENAME_WHITEOUT,
-                WhiteoutFormat::WhFile => {
-                    match fs::open_at(pdir.as_fd(), &wh_name(name)?, libc::O_WRONLY | libc::O_CREAT, 0o600) {
-                        Ok(_) => {}
-                        Err(e) => return Err(e),
-                    }
-                }
+                WhiteoutFormat::WhFile => self.make_wh_file(&pdir, name)?,
             }
         }
         let pin = dst.filter(|d| !d.is_dir()).and_then(|d| d.top().ok()).map(|(_, fd)| fd);
@@ -145,18 +140,16 @@ impl UnionFs {
         if drop_wh_file {
             let _ = fs::unlink_at(npdir.as_fd(), &wh_name(newname)?, false);
         }
-        if let Some(st) = replaced {
-            if st.is_dir() || st.nlink() <= 1 {
+        if let Some(st) = replaced
+            && (st.is_dir() || st.nlink() <= 1) {
                 self.nodes.drop_origin(st.ino());
             }
-        }
         self.invalidate(parent, name);
         self.invalidate(newparent, newname);
-        if let Some(d) = dst {
-            if d.location() == (newparent, newname.to_os_string()) {
+        if let Some(d) = dst
+            && d.location() == (newparent, newname.to_os_string()) {
                 self.nodes.detach(d, pin);
             }
-        }
         self.nodes.relocate(src, newparent, newname.to_os_string(), 0, npdir.clone());
         Ok(())
     }
@@ -174,7 +167,7 @@ impl UnionFs {
         }
         if resolve::lower_has(&self.stack, &newparent.dirs(), cnew, newname)? {
             let top = self.upper_dir_of(node)?;
-            self.set_opaque(top.as_fd())?;
+            self.set_opaque(&top)?;
         }
         Ok(())
     }

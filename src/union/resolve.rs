@@ -8,7 +8,7 @@
 //! (`trusted.overlay.opaque=y`, `user.overlay.opaque=y` or a `.wh..wh..opq` entry).
 //! Every open is `O_PATH|O_NOFOLLOW` of one component below a held directory fd.
 
-use super::inode::{DirLayer, Held, LayerIdx};
+use super::inode::{DirLayer, Held, LayerIdx, name_hash};
 use crate::layers::LayerStack;
 use crate::sys::fs::{self, Stat};
 use crate::sys::{Errno, SysResult, xattr};
@@ -41,14 +41,58 @@ pub fn wh_name(name: &OsStr) -> SysResult<CString> {
     CString::new(b).map_err(|_| Errno::EINVAL)
 }
 
-/// Does `dir` (in `layer`) hold a `.wh.NAME` whiteout for `name`?
-fn has_wh_file(stack: &LayerStack, layer: LayerIdx, dir: &Held, name: &OsStr) -> bool {
-    if !stack.layers[layer as usize].wh_files || dir.no_wh() {
+/// Directories up to this size are listed once to learn whether they hold `.wh.`
+/// markers at all, instead of probing `.wh.NAME` on every miss.
+const SCAN_MAX_DIR_BYTES: u64 = 16 * 1024;
+
+/// A name being resolved, with what every layer probe needs computed once.
+pub struct Key<'a> {
+    pub cname: &'a CStr,
+    pub name: &'a OsStr,
+    hash: u64,
+    wh_hash: u64,
+}
+
+impl<'a> Key<'a> {
+    pub fn new(cname: &'a CStr, name: &'a OsStr) -> Key<'a> {
+        let b = name.as_bytes();
+        Key { cname, name, hash: name_hash(b"", b), wh_hash: name_hash(b".wh.", b) }
+    }
+}
+
+/// Does `dir` (in `layer`) hold a `.wh.NAME` whiteout for `key`?
+fn has_wh_file(stack: &LayerStack, layer: LayerIdx, dir: &Held, key: &Key<'_>) -> bool {
+    if !stack.layers[layer as usize].wh_files {
         return false;
     }
+    if dir.has_markers().is_none() {
+        scan_small_dir(stack, layer, dir);
+    }
+    if dir.has_markers() == Some(false) || dir.may_contain(key.wh_hash) == Some(false) {
+        return false;
+    }
+    wh_marker_exists(dir.as_fd(), key.name)
+}
+
+/// Is there a `.wh.NAME` entry in `dir`? A name too long to carry the prefix
+/// cannot have one.
+pub fn wh_marker_exists(dir: BorrowedFd<'_>, name: &OsStr) -> bool {
     match wh_name(name) {
-        Ok(w) => fs::stat_at(dir.as_fd(), &w).is_ok(),
+        Ok(w) => fs::stat_at(dir, &w).is_ok(),
         Err(_) => false,
+    }
+}
+
+/// List a small directory once to learn its markers (and, in a lower layer, its
+/// name filter). Big directories are left to readdir, which learns the same.
+fn scan_small_dir(stack: &LayerStack, layer: LayerIdx, dir: &Held) {
+    let Ok(st) = fs::fstat(dir.as_fd()) else { return };
+    if st.size() > SCAN_MAX_DIR_BYTES {
+        return;
+    }
+    if let Ok(entries) = crate::sys::dir::read_all(dir.as_fd()) {
+        let lower = !(stack.has_upper() && layer == 0);
+        dir.learn_listing(entries.iter().map(|e| e.name.as_bytes()), lower);
     }
 }
 
@@ -75,8 +119,16 @@ pub enum InLayer {
     Entry(Stat, Option<OwnedFd>),
 }
 
-pub fn probe(stack: &LayerStack, layer: LayerIdx, held: &Held, cname: &CStr, name: &OsStr) -> SysResult<InLayer> {
-    let dir = held.as_fd();
+pub fn probe(stack: &LayerStack, layer: LayerIdx, held: &Held, key: &Key<'_>) -> SysResult<InLayer> {
+    let (dir, cname) = (held.as_fd(), key.cname);
+    let lower = !(stack.has_upper() && layer == 0);
+    if lower && !held.listed() && held.has_markers().is_none() {
+        scan_small_dir(stack, layer, held);
+    }
+    if held.may_contain(key.hash) == Some(false) {
+        // No such entry here (lower directories never change): only a marker can matter.
+        return Ok(if has_wh_file(stack, layer, held, key) { InLayer::Whiteout } else { InLayer::Absent });
+    }
     match fs::stat_at(dir, cname) {
         Ok(st) if st.is_whiteout() => Ok(InLayer::Whiteout),
         Ok(st) if st.is_dir() => {
@@ -87,7 +139,7 @@ pub fn probe(stack: &LayerStack, layer: LayerIdx, held: &Held, cname: &CStr, nam
         }
         Ok(st) => Ok(InLayer::Entry(st, None)),
         Err(Errno::ENOENT) => {
-            if has_wh_file(stack, layer, held, name) { Ok(InLayer::Whiteout) } else { Ok(InLayer::Absent) }
+            if has_wh_file(stack, layer, held, key) { Ok(InLayer::Whiteout) } else { Ok(InLayer::Absent) }
         }
         Err(e) => Err(e),
     }
@@ -95,8 +147,9 @@ pub fn probe(stack: &LayerStack, layer: LayerIdx, held: &Held, cname: &CStr, nam
 
 /// Resolve `name` in the merged directory made of `dirs` (top first).
 pub fn resolve(stack: &LayerStack, dirs: &[DirLayer], cname: &CStr, name: &OsStr) -> SysResult<Resolved> {
+    let key = Key::new(cname, name);
     for (i, (layer, dfd)) in dirs.iter().enumerate() {
-        match probe(stack, *layer, dfd, cname, name)? {
+        match probe(stack, *layer, dfd, &key)? {
             InLayer::Absent => continue,
             InLayer::Whiteout => return Ok(Resolved::Missing),
             InLayer::Entry(st, fd) => {
@@ -105,7 +158,7 @@ pub fn resolve(stack: &LayerStack, dirs: &[DirLayer], cname: &CStr, name: &OsStr
                     let fd = Held::new(fd);
                     merged.push((*layer, fd.clone()));
                     if !is_opaque(stack, *layer, fd.as_fd()) {
-                        collect_below(stack, &dirs[i + 1..], cname, name, &mut merged)?;
+                        collect_below(stack, &dirs[i + 1..], &key, &mut merged)?;
                     }
                 }
                 return Ok(Resolved::Found(Found { layer: *layer, dir: dfd.clone(), st, dirs: merged }));
@@ -119,12 +172,11 @@ pub fn resolve(stack: &LayerStack, dirs: &[DirLayer], cname: &CStr, name: &OsStr
 fn collect_below(
     stack: &LayerStack,
     dirs: &[DirLayer],
-    cname: &CStr,
-    name: &OsStr,
+    key: &Key<'_>,
     out: &mut Vec<DirLayer>,
 ) -> SysResult<()> {
     for (layer, dfd) in dirs {
-        match probe(stack, *layer, dfd, cname, name)? {
+        match probe(stack, *layer, dfd, key)? {
             InLayer::Absent => continue,
             InLayer::Whiteout => break,
             InLayer::Entry(_, None) => break,

@@ -1,7 +1,33 @@
-//! Helpers shared by the integration tests: synthetic stores ([`synth`]) and tree
-//! snapshots/comparison plus kernel overlay mounts ([`tree`]).
+//! Helpers shared by the integration tests.
+//!
+//! Image tests: synthetic stores ([`synth`]) and tree snapshots/comparison against tars plus
+//! kernel overlay mounts ([`tree`]).
+//!
+//! Union filesystem tests (differential against kernel overlayfs, random ops, call forms,
+//! reliability): libc wrappers returning errnos ([`fsops`]), layer directories built from a
+//! compact spec ([`layer_spec`]), snapshots of merged trees and upper dirs with whiteouts
+//! normalised ([`overlay_tree`]), kernel + FUSE mounts with cleanup guards
+//! ([`overlay_harness`]) and a seeded PRNG ([`rng`]).
+//!
+//! Environment knobs (all optional):
+//! - `UNIONMOUNT_TEST_FUSE_BIN`: FUSE binary to test instead of unionmount (e.g.
+//!   /usr/bin/fuse-overlayfs, to check the harness itself against another implementation);
+//! - `UNIONMOUNT_SEED`: seed of random_ops, stress and the option fuzz (printed by each);
+//! - `UNIONMOUNT_RANDOM_SEQS` / `UNIONMOUNT_RANDOM_OPS`: random_ops size (30 x 40);
+//! - `UNIONMOUNT_STRESS_SECS`: stress duration (8);
+//! - `UNIONMOUNT_TEST_VERBOSE`: print kernel transcripts of passing differential scenarios.
+//!
+//! Tests that mount skip (saying why) only when not root or /dev/fuse is absent.
+//!
+//! Every test binary compiles this whole module tree, and not every binary uses every
+//! helper, so dead code is allowed here.
 #![allow(dead_code)]
 
+pub mod fsops;
+pub mod layer_spec;
+pub mod overlay_harness;
+pub mod overlay_tree;
+pub mod rng;
 pub mod synth;
 pub mod tree;
 
