@@ -123,10 +123,11 @@ pub fn run(set_dir: &Path, m: &Manifest, reps: usize) -> Result<Vec<Micro>, Stri
     let fs = open(set_dir, &m.deep_layers, 0)?;
     let dir = walk_to(&fs, &m.deep_dir)?;
     let mut names: Vec<OsString> = m.deep_names.iter().step_by(5).map(OsString::from).collect();
-    names.extend(m.deep_missing.iter().take(names.len()).map(OsString::from));
-    let ns = measure(reps, names.len(), || {
-        lookups(&fs, dir, &names);
-        Ok(())
+    let positive = names.len();
+    names.extend(m.deep_missing.iter().take(positive).map(OsString::from));
+    let ns = measure(reps, names.len(), || match lookups(&fs, dir, &names) {
+        (f, _) if f == positive => Ok(()),
+        (f, _) => Err(format!("lookup-miss-deep: {f} of {positive} found")),
     })?;
     out.push(Micro {
         id: "lookup-miss-deep",
