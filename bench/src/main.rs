@@ -69,6 +69,9 @@ struct Args {
     /// Extra -o options for both FUSE targets.
     #[arg(long, default_value = "")]
     fuse_opts: String,
+    /// Extra -o options for unionmount only (after --fuse-opts), e.g. `passthrough=all`.
+    #[arg(long, default_value = "")]
+    unionmount_opts: String,
     /// Seed of the generated test set.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -181,7 +184,12 @@ fn run(args: Args) -> Result<(), String> {
             "unionmount" => Target {
                 kind: Kind::Unionmount,
                 bin: Some(um_bin.clone()),
-                extra_opts: args.fuse_opts.clone(),
+                extra_opts: [args.fuse_opts.as_str(), args.unionmount_opts.as_str()]
+                    .iter()
+                    .filter(|o| !o.is_empty())
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join(","),
             },
             other => return Err(format!("unknown target {other}")),
         };
