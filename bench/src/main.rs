@@ -25,7 +25,7 @@ use layerset::Scale;
 use report::{Record, SampleRec, TargetInfo};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use targets::{Kind, Target};
 use workloads::{Ctx, Stack};
 
@@ -87,6 +87,10 @@ struct Args {
     /// Run the micro-benchmarks of the union core (no mount) instead; writes micro.md.
     #[arg(long)]
     micro: bool,
+    /// Kill a FUSE daemon that has not finished one sample's workload after this many
+    /// seconds (the sample fails; the run goes on).
+    #[arg(long, default_value_t = 900)]
+    sample_timeout: u64,
     /// List the workloads and exit.
     #[arg(long)]
     list: bool,
@@ -251,7 +255,20 @@ fn run(args: Args) -> Result<(), String> {
                 let res = t
                     .mount(&set_dir, layers, &run_root.join(seq.to_string()))
                     .and_then(|mut mt| {
+                        let dog = targets::Watchdog::arm(
+                            mt.daemon,
+                            Duration::from_secs(args.sample_timeout),
+                        );
                         let r = workloads::run(w, &cx, &mt).map_err(|e| e.to_string());
+                        let r = if dog.disarm() {
+                            Err(format!(
+                                "daemon killed after {} s: {}",
+                                args.sample_timeout,
+                                r.err().unwrap_or_default()
+                            ))
+                        } else {
+                            r
+                        };
                         if let Err(e) = mt.unmount() {
                             eprintln!("warning: {e}");
                         }

@@ -275,3 +275,46 @@ fn alive(pid: u32) -> bool {
         Err(_) => false,
     }
 }
+
+/// Kills a FUSE daemon that has not finished a workload in time, so a hung daemon fails
+/// its sample (pending requests get ENOTCONN) instead of hanging the whole run.
+/// Dropping the watchdog disarms it.
+pub struct Watchdog {
+    cancel: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<bool>>,
+}
+
+impl Watchdog {
+    pub fn arm(daemon: Option<u32>, limit: Duration) -> Watchdog {
+        let Some(pid) = daemon else {
+            return Watchdog {
+                cancel: None,
+                thread: None,
+            };
+        };
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            if rx.recv_timeout(limit) == Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+                && alive(pid)
+            {
+                eprintln!("watchdog: daemon {pid} still busy after {limit:?}: killing it");
+                // SAFETY: kill has no memory-safety preconditions; pid is the daemon we mounted.
+                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+                return true;
+            }
+            false
+        });
+        Watchdog {
+            cancel: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// Disarm; true if the watchdog fired.
+    pub fn disarm(mut self) -> bool {
+        self.cancel.take();
+        self.thread
+            .take()
+            .is_some_and(|t| t.join().unwrap_or(false))
+    }
+}
