@@ -4,8 +4,9 @@
 //! owner, mode, xattrs but overlay-private ones, timestamps last), fsynced unless the
 //! mount is volatile, and renamed into place with RENAME_NOREPLACE, so a crash
 //! leaves either no upper object (the lower one still shows) or the whole new one.
-//! A node's copy-up is serialised by a striped copy-up lock (never held while
-//! taking another: parents are copied up before the child's lock is taken); no
+//! Copy-ups of one node are serialised by a lock of that node alone, which exists
+//! only while a copy-up of it is running (`InProgress`); it is never held while
+//! taking another (parents are copied up before the child's lock is taken), and no
 //! other lock is held while data is copied. The node keeps its inode number (`NodeTable::add_origin`).
 
 use super::UnionFs;
@@ -19,6 +20,39 @@ use super::inode::Held;
 use std::sync::Arc;
 
 const CHUNK: usize = 1 << 30;
+
+/// Per-inode locks for copy-ups in progress.
+#[derive(Default)]
+pub struct InProgress {
+    map: parking_lot::Mutex<std::collections::HashMap<u64, Arc<parking_lot::Mutex<()>>>>,
+}
+
+/// Holds one inode's copy-up lock; drops the entry when nobody else waits.
+pub struct CopyupGuard<'a> {
+    owner: &'a InProgress,
+    ino: u64,
+    lock: Arc<parking_lot::Mutex<()>>,
+    guard: Option<parking_lot::ArcMutexGuard<parking_lot::RawMutex, ()>>,
+}
+
+impl InProgress {
+    pub fn lock(&self, ino: u64) -> CopyupGuard<'_> {
+        let lock = self.map.lock().entry(ino).or_default().clone();
+        let guard = Some(lock.lock_arc());
+        CopyupGuard { owner: self, ino, lock, guard }
+    }
+}
+
+impl Drop for CopyupGuard<'_> {
+    fn drop(&mut self) {
+        self.guard.take();
+        let mut map = self.owner.map.lock();
+        // The map's reference, ours and no waiter's: the entry can go.
+        if Arc::strong_count(&self.lock) == 2 {
+            map.remove(&self.ino);
+        }
+    }
+}
 
 /// Copy `[0, size)` of `src` to `dst`, skipping holes.
 pub fn copy_data(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, size: u64) -> SysResult<()> {
@@ -128,7 +162,7 @@ impl UnionFs {
         }
         let pnode = self.node(parent)?;
         self.copy_up(&pnode)?;
-        let _guard = self.copyup_lock(node.ino);
+        let _guard = self.copyups.lock(node.ino);
         let (layer, src) = node.top()?;
         if layer == 0 {
             return Ok(());

@@ -70,8 +70,8 @@ pub struct UnionFs {
     pub cfg: Config,
     pub(crate) handles: file::Handles,
     tmp_seq: AtomicU64,
-    /// Copy-up serialisation, striped by inode number (never held nested).
-    copyup_locks: Vec<parking_lot::Mutex<()>>,
+    /// Copy-ups in progress, one lock per inode (never held nested).
+    copyups: copyup::InProgress,
 }
 
 /// True for names that are whiteout markers in some layer format.
@@ -108,12 +108,8 @@ impl UnionFs {
             stack,
             cfg,
             tmp_seq: AtomicU64::new(0),
-            copyup_locks: (0..64).map(|_| parking_lot::Mutex::new(())).collect(),
+            copyups: Default::default(),
         })
-    }
-
-    pub(crate) fn copyup_lock(&self, ino: u64) -> parking_lot::MutexGuard<'_, ()> {
-        self.copyup_locks[(ino % self.copyup_locks.len() as u64) as usize].lock()
     }
 
     pub fn has_upper(&self) -> bool {
