@@ -58,13 +58,15 @@ pub struct FuseFs {
     fs: Arc<UnionFs>,
     ttl: Duration,
     passthrough: Passthrough,
+    /// The kernel agreed to FUSE_NO_OPENDIR_SUPPORT.
+    no_opendir: bool,
     io: Mutex<HashMap<u64, IoState>>,
     held: Mutex<HashMap<u64, (u64, HandleIo)>>,
 }
 
 impl FuseFs {
     pub fn new(fs: Arc<UnionFs>, ttl: Duration, passthrough: Passthrough) -> FuseFs {
-        FuseFs { fs, ttl, passthrough, io: Mutex::default(), held: Mutex::default() }
+        FuseFs { fs, ttl, passthrough, no_opendir: false, io: Mutex::default(), held: Mutex::default() }
     }
 
     /// Decide how handle `fh` of inode `ino` does I/O and record it. `Err` when
@@ -246,6 +248,9 @@ impl Filesystem for FuseFs {
             | InitFlags::FUSE_DO_READDIRPLUS
             | InitFlags::FUSE_READDIRPLUS_AUTO;
         let _ = config.add_capabilities(wanted & config.capabilities());
+        if config.capabilities().contains(InitFlags::FUSE_NO_OPENDIR_SUPPORT) {
+            self.no_opendir = config.add_capabilities(InitFlags::FUSE_NO_OPENDIR_SUPPORT).is_ok();
+        }
         // Large reads for files the daemon serves (lower files in the page cache).
         if let Err(max) = config.set_max_readahead(1 << 20) {
             let _ = config.set_max_readahead(max);
@@ -442,8 +447,14 @@ impl Filesystem for FuseFs {
         }
     }
 
+    /// Directories need no handle (listing offsets carry their snapshot): where
+    /// the kernel supports it, ENOSYS makes it stop sending OPENDIR/RELEASEDIR and
+    /// cache listings by itself.
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.fs.opendir(ino.0) {
+        if self.no_opendir {
+            return reply.error(Errno::ENOSYS);
+        }
+        match self.fs.getattr(ino.0, None).and_then(|a| if a.st.is_dir() { Ok(0) } else { Err(crate::sys::Errno::ENOTDIR) }) {
             // Every change to a directory passes through the kernel, which then drops
             // its cached listing itself: let it keep listings across opens.
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE),
@@ -451,13 +462,13 @@ impl Filesystem for FuseFs {
         }
     }
 
-    fn readdir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-        let (list, start) = match self.fs.readdir(fh.0, offset) {
+    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        let page = match self.fs.readdir(ino.0, offset) {
             Ok(x) => x,
             Err(e) => return reply.error(err(e)),
         };
-        for (i, e) in list.iter().enumerate().skip(start) {
-            if reply.add(INodeNo(e.ino), (i + 1) as u64, kind_of(e.kind), &e.name) {
+        for (i, e) in page.entries.iter().enumerate().skip(page.start) {
+            if reply.add(INodeNo(e.ino), page.cookie(i), kind_of(e.kind), &e.name) {
                 break;
             }
         }
@@ -466,16 +477,16 @@ impl Filesystem for FuseFs {
 
     /// Entries with attributes: each one (but `.` and `..`, which the kernel does
     /// not link) counts as a lookup, taken back if it did not fit in the reply.
-    fn readdirplus(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
-        let (list, start) = match self.fs.readdir(fh.0, offset) {
+    fn readdirplus(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+        let page = match self.fs.readdir(ino.0, offset) {
             Ok(x) => x,
             Err(e) => return reply.error(err(e)),
         };
-        for (i, e) in list.iter().enumerate().skip(start) {
+        for (i, e) in page.entries.iter().enumerate().skip(page.start) {
             let dot = e.name == "." || e.name == "..";
             let attr = if dot { self.fs.getattr(e.ino, None) } else { self.fs.lookup(ino.0, &e.name) };
             let Ok(attr) = attr else { continue };
-            if reply.add(INodeNo(attr.ino), (i + 1) as u64, &e.name, &self.entry_ttl(&attr), &to_attr(&attr), Generation(0)) {
+            if reply.add(INodeNo(attr.ino), page.cookie(i), &e.name, &self.entry_ttl(&attr), &to_attr(&attr), Generation(0)) {
                 if !dot {
                     self.fs.forget(attr.ino, 1);
                 }
@@ -485,8 +496,7 @@ impl Filesystem for FuseFs {
         reply.ok();
     }
 
-    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
-        self.fs.releasedir(fh.0);
+    fn releasedir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
         reply.ok();
     }
 

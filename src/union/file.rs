@@ -4,15 +4,14 @@
 //! write (or with O_TRUNC) copies up first, so writes only ever reach the upper
 //! layer. A read-only handle opened on a lower file moves to the upper copy once
 //! the file is copied up (as overlayfs does), so every reader sees the new data.
-//! A handle keeps working after its name is unlinked or renamed. A directory
-//! handle holds the merged listing snapshot its offsets index. The handle maps are
-//! locked only to insert, find or remove a handle.
+//! A handle keeps working after its name is unlinked or renamed. Directories need
+//! no handles (see `listing`). The handle map is locked only to insert, find or
+//! remove a handle.
 
 use super::UnionFs;
-use super::readdir::DirEntry;
 use crate::sys::fs;
 use crate::sys::{Errno, SysResult};
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
@@ -40,15 +39,9 @@ impl Handle {
     }
 }
 
-struct DirHandle {
-    ino: u64,
-    entries: Mutex<Option<Arc<Vec<DirEntry>>>>,
-}
-
 #[derive(Default)]
 pub struct Handles {
     files: RwLock<HashMap<u64, Arc<Handle>>>,
-    dirs: RwLock<HashMap<u64, Arc<DirHandle>>>,
     next: AtomicU64,
 }
 
@@ -64,9 +57,9 @@ impl Handles {
         (fh, h)
     }
 
-    /// Number of open file and directory handles.
+    /// Number of open file handles.
     pub fn count(&self) -> usize {
-        self.files.read().len() + self.dirs.read().len()
+        self.files.read().len()
     }
 }
 
@@ -159,31 +152,6 @@ impl UnionFs {
         let (i, o) = (self.handle(fh_in)?, self.handle(fh_out)?);
         let n = fs::copy_file_range(self.read_fd(&i)?.as_fd(), off_in, o.fd().as_fd(), off_out, len.min(1 << 30) as usize)?;
         Ok(n as u32)
-    }
-
-    pub fn opendir(&self, ino: u64) -> SysResult<u64> {
-        if !self.node(ino)?.is_dir() {
-            return Err(Errno::ENOTDIR);
-        }
-        let fh = self.handles.next.fetch_add(1, Ordering::Relaxed) + 1;
-        self.handles.dirs.write().insert(fh, Arc::new(DirHandle { ino, entries: Mutex::new(None) }));
-        Ok(fh)
-    }
-
-    /// Entries of an open directory from `offset` on (offset of entry i is i + 1).
-    /// The listing is taken at offset 0 (open or rewind) and reused after.
-    pub fn readdir(&self, fh: u64, offset: u64) -> SysResult<(Arc<Vec<DirEntry>>, usize)> {
-        let d = self.handles.dirs.read().get(&fh).cloned().ok_or(Errno::EBADF)?;
-        let mut g = d.entries.lock();
-        if offset == 0 || g.is_none() {
-            *g = Some(Arc::new(self.list_dir(d.ino)?));
-        }
-        let list = g.clone().expect("set above");
-        Ok((list, offset as usize))
-    }
-
-    pub fn releasedir(&self, fh: u64) {
-        self.handles.dirs.write().remove(&fh);
     }
 
     pub fn fsyncdir(&self, ino: u64) -> SysResult<()> {

@@ -17,6 +17,7 @@ pub mod cache;
 pub mod copyup;
 pub mod file;
 pub mod inode;
+pub mod listing;
 pub mod namespace;
 pub mod readdir;
 pub mod rename;
@@ -69,6 +70,7 @@ pub struct UnionFs {
     cache: LookupCache,
     pub cfg: Config,
     pub(crate) handles: file::Handles,
+    listings: listing::Listings,
     tmp_seq: AtomicU64,
     /// Copy-ups in progress, one lock per inode (never held nested).
     copyups: copyup::InProgress,
@@ -105,6 +107,7 @@ impl UnionFs {
             nodes: NodeTable::new(root, devs),
             cache: LookupCache::new(cfg.cache_entries),
             handles: file::Handles::default(),
+            listings: Default::default(),
             stack,
             cfg,
             tmp_seq: AtomicU64::new(0),
