@@ -170,6 +170,12 @@ pub fn chmod_fd(fd: BorrowedFd<'_>, mode: u32) -> SysResult<()> {
     cvt(unsafe { libc::chmod(p.as_ptr(), (mode & 0o7777) as libc::mode_t) }).map(drop)
 }
 
+/// fchmod of a really open file.
+pub fn fchmod(fd: BorrowedFd<'_>, mode: u32) -> SysResult<()> {
+    // SAFETY: plain syscall on a live fd.
+    cvt(unsafe { libc::fchmod(fd.as_raw_fd(), (mode & 0o7777) as libc::mode_t) }).map(drop)
+}
+
 /// A time to set: a value, "now", or leave as is.
 #[derive(Clone, Copy, Debug)]
 pub enum SetTime {
@@ -186,14 +192,14 @@ fn timespec(t: SetTime) -> libc::timespec {
     }
 }
 
-/// Set atime/mtime of `name` below `dir` (never follows a symlink).
-pub fn utimens_at(dir: BorrowedFd<'_>, name: &CStr, atime: SetTime, mtime: SetTime) -> SysResult<()> {
+/// Set atime/mtime of a really open file.
+pub fn futimens(fd: BorrowedFd<'_>, atime: SetTime, mtime: SetTime) -> SysResult<()> {
     let ts = [timespec(atime), timespec(mtime)];
-    // SAFETY: valid C string, fd and a two-element timespec array.
-    cvt(unsafe { libc::utimensat(dir.as_raw_fd(), name.as_ptr(), ts.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) }).map(drop)
+    // SAFETY: a two-element timespec array on a live fd.
+    cvt(unsafe { libc::futimens(fd.as_raw_fd(), ts.as_ptr()) }).map(drop)
 }
 
-/// Set atime/mtime of the object `fd` holds; symlinks need `utimens_at`.
+/// Set atime/mtime of the object `fd` holds (through /proc).
 pub fn utimens_fd(fd: BorrowedFd<'_>, atime: SetTime, mtime: SetTime) -> SysResult<()> {
     let ts = [timespec(atime), timespec(mtime)];
     let p = proc_fd_path(fd);

@@ -5,18 +5,21 @@
 
 use super::{Errno, SysResult, cvt, cvt_size, fs::proc_fd_path};
 use std::ffi::{CString, OsStr};
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 
-/// Which object to act on: the one an (`O_PATH`) fd holds.
+/// Which object to act on.
 #[derive(Clone, Copy)]
 pub enum Target<'a> {
+    /// The object an fd (`O_PATH` or not) holds, reached through /proc.
     Fd(BorrowedFd<'a>),
+    /// A really open file: the `f*xattr` calls, no path walk.
+    Open(BorrowedFd<'a>),
 }
 
 fn path_of(t: Target<'_>) -> CString {
     match t {
-        Target::Fd(fd) => proc_fd_path(fd),
+        Target::Fd(fd) | Target::Open(fd) => proc_fd_path(fd),
     }
 }
 
@@ -26,13 +29,15 @@ fn cname(name: &OsStr) -> SysResult<CString> {
 
 /// The value of xattr `name`; `ENODATA` when absent.
 pub fn get(t: Target<'_>, name: &OsStr) -> SysResult<Vec<u8>> {
-    let p = path_of(t);
     let n = cname(name)?;
     let mut buf = vec![0u8; 256];
     loop {
-        // SAFETY: valid C strings; `buf` is writable for its length.
+        // SAFETY: valid C strings and fd; `buf` is writable for its length.
         let r = unsafe {
-            libc::getxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+            match t {
+                Target::Open(fd) => libc::fgetxattr(fd.as_raw_fd(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()),
+                Target::Fd(_) => libc::getxattr(path_of(t).as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()),
+            }
         };
         match cvt_size(r) {
             Ok(len) => {
@@ -47,12 +52,14 @@ pub fn get(t: Target<'_>, name: &OsStr) -> SysResult<Vec<u8>> {
 
 /// All xattr names, as the raw NUL-separated list split into names.
 pub fn list(t: Target<'_>) -> SysResult<Vec<Vec<u8>>> {
-    let p = path_of(t);
     let mut buf = vec![0u8; 1024];
     loop {
-        // SAFETY: valid C string; `buf` is writable for its length.
+        // SAFETY: valid C string and fd; `buf` is writable for its length.
         let r = unsafe {
-            libc::listxattr(p.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+            match t {
+                Target::Open(fd) => libc::flistxattr(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()),
+                Target::Fd(_) => libc::listxattr(path_of(t).as_ptr(), buf.as_mut_ptr().cast(), buf.len()),
+            }
         };
         match cvt_size(r) {
             Ok(len) => {
@@ -66,11 +73,13 @@ pub fn list(t: Target<'_>) -> SysResult<Vec<Vec<u8>>> {
 }
 
 pub fn set(t: Target<'_>, name: &OsStr, value: &[u8], flags: i32) -> SysResult<()> {
-    let p = path_of(t);
     let n = cname(name)?;
-    // SAFETY: valid C strings; `value` is readable for its length.
+    // SAFETY: valid C strings and fd; `value` is readable for its length.
     cvt(unsafe {
-        libc::setxattr(p.as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len(), flags)
+        match t {
+            Target::Open(fd) => libc::fsetxattr(fd.as_raw_fd(), n.as_ptr(), value.as_ptr().cast(), value.len(), flags),
+            Target::Fd(_) => libc::setxattr(path_of(t).as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len(), flags),
+        }
     })
     .map(drop)
 }

@@ -104,9 +104,9 @@ fn copy_range_rw(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, mut from: u64, to: u6
 
 /// Copy xattrs except overlay-private ones; a `security.*`/`trusted.*` one that
 /// cannot be set (no privilege, no support) is skipped, others fail the copy.
-pub fn copy_xattrs(src: BorrowedFd<'_>, dst: BorrowedFd<'_>) -> SysResult<()> {
+pub fn copy_xattrs(src: xattr::Target<'_>, dst: xattr::Target<'_>) -> SysResult<()> {
     use std::os::unix::ffi::OsStrExt;
-    let names = match xattr::list(xattr::Target::Fd(src)) {
+    let names = match xattr::list(src) {
         Ok(n) => n,
         Err(Errno::ENOTSUP) => return Ok(()),
         Err(e) => return Err(e),
@@ -117,7 +117,7 @@ pub fn copy_xattrs(src: BorrowedFd<'_>, dst: BorrowedFd<'_>) -> SysResult<()> {
             continue;
         }
         let lenient = n.starts_with(b"security.") || n.starts_with(b"trusted.");
-        let r = xattr::get(xattr::Target::Fd(src), name).and_then(|v| xattr::set(xattr::Target::Fd(dst), name, &v, 0));
+        let r = xattr::get(src, name).and_then(|v| xattr::set(dst, name, &v, 0));
         match r {
             Ok(()) => {}
             Err(Errno::ENODATA) => {}
@@ -128,19 +128,47 @@ pub fn copy_xattrs(src: BorrowedFd<'_>, dst: BorrowedFd<'_>) -> SysResult<()> {
     Ok(())
 }
 
-/// Give a fresh object `dst` the owner, mode and times of `st`.
-pub fn copy_meta(dst: BorrowedFd<'_>, st: &Stat) -> SysResult<()> {
+/// Give a fresh object `dst` the owner, mode and times of `st` (chown first: it
+/// clears set-id bits). `open`: `dst` is a really open file, not an `O_PATH` fd.
+pub fn copy_meta(dst: BorrowedFd<'_>, st: &Stat, open: bool) -> SysResult<()> {
     match fs::chown_fd(dst, Some(st.uid()), Some(st.gid())) {
         Ok(()) => {}
         Err(Errno::EPERM | Errno::EINVAL) if crate::sys::euid() != 0 => {}
         Err(e) => return Err(e),
     }
+    let (a, an) = st.atime();
+    let (m, mn) = st.mtime();
+    let (at, mt) = (SetTime::At(a, an), SetTime::At(m, mn));
+    if open {
+        fs::fchmod(dst, st.mode())?;
+        return fs::futimens(dst, at, mt);
+    }
     if !st.is_lnk() {
         fs::chmod_fd(dst, st.mode())?;
     }
-    let (a, an) = st.atime();
-    let (m, mn) = st.mtime();
-    fs::utimens_fd(dst, SetTime::At(a, an), SetTime::At(m, mn))
+    fs::utimens_fd(dst, at, mt)
+}
+
+/// The object copied: regular files are opened for reading (their fd serves
+/// stat, xattrs and data), others are held as `O_PATH`.
+enum Source {
+    Open(OwnedFd),
+    Held(Arc<Held>),
+}
+
+impl Source {
+    fn fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Source::Open(f) => f.as_fd(),
+            Source::Held(h) => h.as_fd(),
+        }
+    }
+    fn xattrs(&self) -> xattr::Target<'_> {
+        match self {
+            Source::Open(f) => xattr::Target::Open(f.as_fd()),
+            Source::Held(h) => xattr::Target::Fd(h.as_fd()),
+        }
+    }
 }
 
 impl UnionFs {
@@ -163,7 +191,11 @@ impl UnionFs {
         let pnode = self.node(parent)?;
         self.copy_up(&pnode)?;
         let _guard = self.copyups.lock(node.ino);
-        let (layer, src) = node.top()?;
+        let (layer, src) = if node.kind == libc::S_IFREG {
+            node.open_real(libc::O_RDONLY).map(|(l, f)| (l, Source::Open(f)))?
+        } else {
+            node.top().map(|(l, h)| (l, Source::Held(h)))?
+        };
         if layer == 0 {
             return Ok(());
         }
@@ -175,10 +207,10 @@ impl UnionFs {
         }
         let pdir = self.upper_dir_of(&pnode)?;
         let cname = crate::sys::component(&name)?;
-        let st = fs::fstat(src.as_fd())?;
+        let st = fs::fstat(src.fd())?;
         let work = upper.work.as_fd();
         let tmp = self.tmp_name();
-        let made = self.build_copy(work, &tmp, src.as_fd(), &st, data);
+        let made = self.build_copy(work, &tmp, &src, &st, data);
         let nfd = match made.and_then(|fd| fs::rename_at(work, &tmp, pdir.as_fd(), &cname, libc::RENAME_NOREPLACE).map(|_| fd)) {
             Ok(fd) => fd,
             Err(e) => {
@@ -202,18 +234,22 @@ impl UnionFs {
         Ok(())
     }
 
-    /// Build the copy of `src` as `work/tmp`; returns an `O_PATH` fd on it.
-    fn build_copy(&self, work: BorrowedFd<'_>, tmp: &CStr, src: BorrowedFd<'_>, st: &Stat, data: bool) -> SysResult<OwnedFd> {
+    /// Build the copy of `src` as `work/tmp`; returns an fd on it.
+    fn build_copy(&self, work: BorrowedFd<'_>, tmp: &CStr, source: &Source, st: &Stat, data: bool) -> SysResult<OwnedFd> {
+        let src = source.fd();
         match st.file_type() {
             libc::S_IFREG => {
+                // Everything through the open fd: no path walks.
                 let dst = fs::open_at(work, tmp, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, 0o600)?;
                 if data && st.size() > 0 {
-                    let s = fs::reopen(src, libc::O_RDONLY)?;
-                    copy_data(s.as_fd(), dst.as_fd(), st.size())?;
+                    copy_data(src, dst.as_fd(), st.size())?;
                 }
+                copy_xattrs(source.xattrs(), xattr::Target::Open(dst.as_fd()))?;
+                copy_meta(dst.as_fd(), st, true)?;
                 if self.cfg.fsync {
                     fs::fsync(dst.as_fd(), false)?;
                 }
+                return Ok(dst);
             }
             libc::S_IFDIR => fs::mkdir_at(work, tmp, 0o700)?,
             libc::S_IFLNK => {
@@ -225,8 +261,8 @@ impl UnionFs {
             _ => fs::mknod_at(work, tmp, st.mode(), st.rdev())?,
         }
         let fd = fs::open_at(work, tmp, libc::O_PATH, 0)?;
-        copy_xattrs(src, fd.as_fd())?;
-        copy_meta(fd.as_fd(), st)?;
+        copy_xattrs(source.xattrs(), xattr::Target::Fd(fd.as_fd()))?;
+        copy_meta(fd.as_fd(), st, false)?;
         Ok(fd)
     }
 
