@@ -20,6 +20,7 @@ pub mod inode;
 pub mod listing;
 pub mod namespace;
 pub mod readdir;
+pub mod reaper;
 pub mod rename;
 pub mod resolve;
 
@@ -71,6 +72,7 @@ pub struct UnionFs {
     pub cfg: Config,
     pub(crate) handles: file::Handles,
     listings: listing::Listings,
+    pub(crate) reaper: reaper::Reaper,
     tmp_seq: AtomicU64,
     /// Copy-ups in progress, one lock per inode (never held nested).
     copyups: copyup::InProgress,
@@ -103,11 +105,16 @@ impl UnionFs {
         let root =
             NodeState { parent: 0, name: OsStr::new(".").into(), layer, dir: fd, dirs: Some(dirs.into()), unlinked: false, pinned: None };
         let devs = stack.layers.iter().map(|l| l.dev).collect();
+        let reaper = match &stack.upper {
+            Some(u) => reaper::Reaper::new(u.work.try_clone().map_err(Errno::from)?),
+            None => reaper::Reaper::default(),
+        };
         Ok(UnionFs {
             nodes: NodeTable::new(root, devs),
             cache: LookupCache::new(cfg.cache_entries),
             handles: file::Handles::default(),
             listings: Default::default(),
+            reaper,
             stack,
             cfg,
             tmp_seq: AtomicU64::new(0),

@@ -230,7 +230,7 @@ impl UnionFs {
                 if st.is_dir() {
                     let tmp = self.tmp_name();
                     fs::rename_at(pdir.as_fd(), &cname, work, &tmp, 0)?;
-                    let _ = remove_tree_at(work, &tmp);
+                    self.reaper.reap(work, tmp);
                 } else {
                     fs::unlink_at(pdir.as_fd(), &cname, false)?;
                 }
@@ -243,14 +243,14 @@ impl UnionFs {
                     let _ = fs::unlink_at(work, &tmp, false);
                     return Err(e);
                 }
-                let _ = remove_tree_at(work, &tmp);
+                self.reaper.reap(work, tmp);
                 self.forget_upper(&st);
             }
             (Some(st), true, WhiteoutFormat::WhFile) => {
                 self.make_wh_file(&pdir, name)?;
                 let tmp = self.tmp_name();
                 fs::rename_at(pdir.as_fd(), &cname, work, &tmp, 0)?;
-                let _ = remove_tree_at(work, &tmp);
+                self.reaper.reap(work, tmp);
                 self.forget_upper(&st);
             }
             (None, true, WhiteoutFormat::CharDev) => fs::mknod_at(pdir.as_fd(), &cname, libc::S_IFCHR, 0)?,
