@@ -243,14 +243,14 @@ impl UnionFs {
                     let _ = fs::unlink_at(work, &tmp, false);
                     return Err(e);
                 }
-                self.reaper.reap(work, tmp);
+                self.discard(work, tmp, st.is_dir());
                 self.forget_upper(&st);
             }
             (Some(st), true, WhiteoutFormat::WhFile) => {
                 self.make_wh_file(&pdir, name)?;
                 let tmp = self.tmp_name();
                 fs::rename_at(pdir.as_fd(), &cname, work, &tmp, 0)?;
-                self.reaper.reap(work, tmp);
+                self.discard(work, tmp, st.is_dir());
                 self.forget_upper(&st);
             }
             (None, true, WhiteoutFormat::CharDev) => fs::mknod_at(pdir.as_fd(), &cname, libc::S_IFCHR, 0)?,
@@ -266,6 +266,16 @@ impl UnionFs {
         match fs::open_at(dir.as_fd(), &wh_name(name)?, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, 0o600) {
             Ok(_) | Err(Errno::EEXIST) => Ok(()),
             Err(e) => Err(e),
+        }
+    }
+
+    /// Get rid of `work/tmp`, just moved there: a file now (an open one must show
+    /// nlink 0 at once), a directory tree in the background.
+    fn discard(&self, work: BorrowedFd<'_>, tmp: CString, is_dir: bool) {
+        if is_dir {
+            self.reaper.reap(work, tmp);
+        } else {
+            let _ = fs::unlink_at(work, &tmp, false);
         }
     }
 
