@@ -114,16 +114,6 @@ impl MountRecord {
             )
         })
     }
-
-    /// All records of live mounts (stale ones are skipped).
-    pub fn list() -> Vec<MountRecord> {
-        let Ok(rd) = std::fs::read_dir(record_dir()) else { return Vec::new() };
-        rd.filter_map(|e| e.ok())
-            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
-            .filter_map(|e| Self::read_file(&e.path()).ok())
-            .filter(|r| is_unionmount_mountpoint(&r.mountpoint))
-            .collect()
-    }
 }
 
 /// Unescape the octal escapes (`\040`) /proc/self/mountinfo uses in paths.

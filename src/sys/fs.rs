@@ -267,11 +267,6 @@ pub fn fstatvfs(fd: BorrowedFd<'_>) -> SysResult<libc::statvfs> {
     Ok(unsafe { st.assume_init() })
 }
 
-/// `makedev` for a device number.
-pub fn makedev(major: u32, minor: u32) -> u64 {
-    libc::makedev(major, minor)
-}
-
 /// Raise RLIMIT_NOFILE as far as allowed (directory nodes hold fds): to
 /// /proc/sys/fs/nr_open when privileged, else the soft limit to the hard one.
 pub fn raise_nofile_limit() {

@@ -75,12 +75,6 @@ pub fn wait_term_signal() -> i32 {
     sig
 }
 
-/// Send `sig` to this process (used to wake the signal thread at shutdown).
-pub fn raise_self(sig: i32) {
-    // SAFETY: kill on our own pid with a valid signal number.
-    unsafe { libc::kill(libc::getpid(), sig) };
-}
-
 /// Write all of `buf` to `fd`, ignoring errors (the reader may be gone).
 pub fn write_fd(fd: BorrowedFd<'_>, buf: &[u8]) {
     // SAFETY: `buf` is readable for its length.

@@ -289,12 +289,17 @@ impl UnionFs {
     /// Mark upper directory `dir` opaque in this mount's format.
     pub(crate) fn set_opaque(&self, dir: &Held) -> SysResult<()> {
         let upper = self.require_upper()?;
+        if upper.whiteout == WhiteoutFormat::WhFile {
+            dir.note_marker_written();
+        }
         match upper.whiteout {
             WhiteoutFormat::CharDev => xattr::set(xattr::Target::Fd(dir.as_fd()), upper.opaque_xattr.as_ref(), b"y", 0),
-            WhiteoutFormat::WhFile => match {
-                dir.note_marker_written();
-                fs::open_at(dir.as_fd(), c".wh..wh..opq", libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, 0o600)
-            } {
+            WhiteoutFormat::WhFile => match fs::open_at(
+                dir.as_fd(),
+                c".wh..wh..opq",
+                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
+                0o600,
+            ) {
                 Ok(_) | Err(Errno::EEXIST) => Ok(()),
                 Err(e) => Err(e),
             },

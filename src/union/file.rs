@@ -56,11 +56,6 @@ impl Handles {
         self.files.write().insert(fh, h.clone());
         (fh, h)
     }
-
-    /// Number of open file handles.
-    pub fn count(&self) -> usize {
-        self.files.read().len()
-    }
 }
 
 impl UnionFs {

@@ -28,7 +28,7 @@ use crate::layers::LayerStack;
 use crate::sys::fs::{self, Stat};
 use crate::sys::{Errno, SysResult};
 use cache::LookupCache;
-use inode::{DirLayer, Held, LayerIdx, Node, NodeState, NodeTable, ROOT_INO};
+use inode::{DirLayer, Held, LayerIdx, Node, NodeState, NodeTable};
 use std::ffi::OsStr;
 use std::os::fd::AsFd;
 
@@ -271,11 +271,7 @@ impl UnionFs {
 
     /// Number of live nodes (for tests and diagnostics).
     pub fn node_count(&self) -> usize {
-        self.nodes.len()
-    }
-
-    pub fn root_ino(&self) -> u64 {
-        ROOT_INO
+        self.nodes.count()
     }
 
     /// The upper layer's directory fd for `node` (a directory already copied up).

@@ -1,6 +1,7 @@
 //! Unit tests of the union logic, driven without a mount.
 
 use super::namespace::NewKind;
+use super::inode::ROOT_INO;
 use super::*;
 use crate::layers::{StackSpec, WhiteoutFormat};
 use std::fs;
