@@ -1,3 +1,3 @@
 fn main() {
-    std::process::exit(unionmount::cli::main_entry());
+    std::process::exit(unionmount::run_command_line());
 }

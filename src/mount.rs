@@ -7,17 +7,65 @@
 //! serve. SIGINT/SIGTERM/SIGHUP unmount; an external umount ends the session; both
 //! remove the record and an ephemeral upper layer.
 
-use crate::cli::MountArgs;
-use crate::fuse::{FuseFs, Passthrough};
+pub use crate::fuse::Passthrough;
+pub use crate::layers::WhiteoutFormat;
+
+use crate::fuse::FuseFs;
 use crate::layers::{LayerStack, StackSpec};
 use crate::record::{LayerRecord, MountRecord};
 use crate::store::{ResolvedImage, StoreQuery};
 use crate::sys::process::{self, Fork};
 use crate::union::{Config, UnionFs};
+use std::ffi::OsStr;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Options given with `-o` (parsed by the front end, `cmd`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct MountOpts {
+    pub lowerdir: Vec<PathBuf>,
+    pub upperdir: Option<PathBuf>,
+    pub workdir: Option<PathBuf>,
+    /// `volatile` or `fsync=0`: skip fsync.
+    pub no_fsync: bool,
+    pub fsname: Option<String>,
+    pub allow_other: bool,
+    pub read_only: bool,
+    pub cache_entries: Option<usize>,
+    /// Kernel entry/attribute cache time in seconds.
+    pub timeout: Option<f64>,
+    pub threads: Option<usize>,
+    pub passthrough: Option<Passthrough>,
+    pub whiteout: Option<WhiteoutFormat>,
+    pub store: Option<PathBuf>,
+    /// Generic mount flags passed on to the kernel (nodev, nosuid, noexec, …).
+    pub kernel_flags: Vec<String>,
+    /// Accepted but unused (logged at debug level).
+    pub ignored: Vec<String>,
+}
+
+/// A mount command, as the front end parsed it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct MountArgs {
+    pub foreground: bool,
+    pub debug: bool,
+    pub opts: MountOpts,
+    /// IMAGE in image mode, SOURCE (informational) in overlay mode.
+    pub source: Option<std::ffi::OsString>,
+    pub mountpoint: PathBuf,
+    pub cache: Option<PathBuf>,
+    /// `--upper DIR`: persistent writable layer for image mounts.
+    pub upper: Option<PathBuf>,
+}
+
+impl MountArgs {
+    /// Image mode: no lowerdir, so the source names an image.
+    pub fn image(&self) -> Option<&OsStr> {
+        if self.opts.lowerdir.is_empty() { self.source.as_deref() } else { None }
+    }
+}
 
 /// What the mount will be made of, once the command line and store are resolved.
 struct Plan {

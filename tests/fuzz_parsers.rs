@@ -5,7 +5,7 @@
 use proptest::prelude::*;
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
-use unionmount::cli::{Parsed, parse_mount, split_lowerdir};
+use unionmount::{Parsed, parse_mount, split_lowerdir};
 use unionmount::store::{StoreQuery, reference, resolve};
 
 fn arg() -> impl Strategy<Value = Vec<u8>> {

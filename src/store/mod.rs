@@ -1,6 +1,6 @@
 //! Image stores: resolve an image reference to its layer directories.
 //!
-//! CONTRACT used by the mount path (src/cli.rs, src/mount.rs):
+//! CONTRACT used by the mount path (src/cmd/, src/mount.rs):
 //! `resolve(&StoreQuery) -> Result<ResolvedImage, StoreError>` where
 //! `ResolvedImage.layers` are top first and each `dir` is a directory to serve
 //! read-only. Each layer also says which whiteout form it holds ([`WhiteoutFormat`]).
@@ -21,7 +21,6 @@
 
 pub mod archive;
 pub mod cache;
-mod cli;
 pub mod cstorage;
 pub mod detect;
 pub mod digest;
@@ -30,7 +29,6 @@ pub mod oci;
 pub mod reference;
 pub mod unpack;
 
-pub use cli::{cli_images, cli_inspect};
 pub use detect::{StoreKind, default_stores, detect};
 
 use reference::{IdQuery, NamedRef, Query};

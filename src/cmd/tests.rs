@@ -1,6 +1,11 @@
-//! Table tests of the command-line parser.
+//! Table tests of the command-line parser: the `-o` options and the mount argv.
 
+use super::options::split_options;
 use super::*;
+use crate::mount::{MountArgs, Passthrough, WhiteoutFormat};
+use std::ffi::OsStr;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::PathBuf;
 
 fn args(v: &[&str]) -> Vec<OsString> {
     v.iter().map(OsString::from).collect()

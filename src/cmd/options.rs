@@ -1,0 +1,134 @@
+//! The `-o` option strings of the mount command (pure, table-tested in `cmd/tests.rs`).
+//!
+//! Options are split on commas outside double quotes (`context="a,b"`), empty ones are
+//! skipped, unknown ones are kept in `ignored` (logged, never fatal). In lowerdir, `\:`
+//! is a literal colon and `\\` a backslash. Values are bytes: nothing here requires
+//! UTF-8 except the few options that are text (fsname, numbers).
+
+use super::Usage;
+use crate::mount::{MountOpts, Passthrough, WhiteoutFormat};
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::PathBuf;
+
+/// Split an option string on commas outside double quotes.
+pub fn split_options(s: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut cur = Vec::new();
+    let mut quoted = false;
+    for &c in s {
+        match c {
+            b'"' => {
+                quoted = !quoted;
+                cur.push(c);
+            }
+            b',' if !quoted => out.push(std::mem::take(&mut cur)),
+            _ => cur.push(c),
+        }
+    }
+    out.push(cur);
+    out.into_iter().filter(|o| !o.is_empty()).collect()
+}
+
+/// Split a lowerdir value on `:`, honouring `\:` (and `\\`) escapes.
+pub fn split_lowerdir(v: &[u8]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut cur = Vec::new();
+    let mut i = 0;
+    while i < v.len() {
+        match v[i] {
+            b'\\' if i + 1 < v.len() && (v[i + 1] == b':' || v[i + 1] == b'\\') => {
+                cur.push(v[i + 1]);
+                i += 1;
+            }
+            b':' => out.push(std::mem::take(&mut cur)),
+            c => cur.push(c),
+        }
+        i += 1;
+    }
+    out.push(cur);
+    out.into_iter().filter(|p| !p.is_empty()).map(|p| PathBuf::from(OsString::from_vec(p))).collect()
+}
+
+/// User input as it may appear in a one-line message (control characters escaped).
+pub(super) fn shown(v: &[u8]) -> String {
+    String::from_utf8_lossy(v).escape_debug().to_string()
+}
+
+fn utf8(v: &[u8], what: &str) -> Result<String, Usage> {
+    String::from_utf8(v.to_vec()).map_err(|_| Usage(format!("option {what} is not valid UTF-8")))
+}
+
+fn number<T: std::str::FromStr>(v: &[u8], what: &str) -> Result<T, Usage> {
+    utf8(v, what)?.parse().map_err(|_| Usage(format!("option {what}={} is not a valid number", shown(v))))
+}
+
+const KERNEL_FLAGS: &[&str] =
+    &["dev", "nodev", "suid", "nosuid", "exec", "noexec", "atime", "noatime", "sync", "async", "dirsync"];
+
+/// Apply one `-o` option.
+pub fn apply_option(o: &mut MountOpts, opt: &[u8]) -> Result<(), Usage> {
+    let (key, val) = match opt.iter().position(|&c| c == b'=') {
+        Some(i) => (&opt[..i], Some(&opt[i + 1..])),
+        None => (opt, None),
+    };
+    let path = |v: Option<&[u8]>| -> Result<PathBuf, Usage> {
+        match v {
+            Some(v) if !v.is_empty() => Ok(PathBuf::from(OsStr::from_bytes(v))),
+            _ => Err(Usage(format!("option {} needs a path", shown(key)))),
+        }
+    };
+    match (key, val) {
+        (b"lowerdir", v) => {
+            o.lowerdir = split_lowerdir(v.unwrap_or_default());
+            if o.lowerdir.is_empty() {
+                return Err(Usage::new("option lowerdir= is empty: give lowerdir=DIR[:DIR…]"));
+            }
+        }
+        (b"upperdir", v) => o.upperdir = Some(path(v)?),
+        (b"workdir", v) => o.workdir = Some(path(v)?),
+        (b"store", v) => o.store = Some(path(v)?),
+        (b"volatile", None) => o.no_fsync = true,
+        (b"fsync", Some(v)) => o.no_fsync = v == b"0",
+        (b"fsname", Some(v)) => o.fsname = Some(utf8(v, "fsname")?),
+        (b"allow_other", None) | (b"allow_root", None) => o.allow_other = true,
+        (b"ro", None) => o.read_only = true,
+        (b"rw", None) => o.read_only = false,
+        (b"cache_entries", Some(v)) => o.cache_entries = Some(number(v, "cache_entries")?),
+        (b"timeout", Some(v)) => {
+            let t: f64 = number(v, "timeout")?;
+            if !(0.0..=1e9).contains(&t) {
+                return Err(Usage(format!("option timeout={t} is out of range")));
+            }
+            o.timeout = Some(t);
+        }
+        (b"threads", Some(v)) => {
+            let n: usize = number(v, "threads")?;
+            if n == 0 || n > 256 {
+                return Err(Usage::new("option threads= must be between 1 and 256"));
+            }
+            o.threads = Some(n);
+        }
+        (b"passthrough", Some(v)) => {
+            o.passthrough = Some(match v {
+                b"all" => Passthrough::All,
+                b"auto" => Passthrough::Auto,
+                b"upper" | b"on" | b"1" => Passthrough::Upper,
+                b"off" | b"0" => Passthrough::Off,
+                _ => return Err(Usage::new("option passthrough= takes auto, all, upper or off")),
+            })
+        }
+        (b"whiteout", Some(v)) => {
+            o.whiteout = Some(match v {
+                b"chardev" => WhiteoutFormat::CharDev,
+                b"whfile" => WhiteoutFormat::WhFile,
+                _ => return Err(Usage::new("option whiteout= takes chardev or whfile")),
+            })
+        }
+        (k, None) if KERNEL_FLAGS.iter().any(|f| f.as_bytes() == k) => {
+            o.kernel_flags.push(utf8(k, "flag")?);
+        }
+        _ => o.ignored.push(String::from_utf8_lossy(opt).into_owned()),
+    }
+    Ok(())
+}
