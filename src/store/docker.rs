@@ -17,7 +17,7 @@
 //! every cache-id is a safe component, and every `overlay2/<cache-id>/diff` is a real
 //! directory (not a symlink). Nothing is written.
 
-use super::digest::{chain_ids, check_component, is_hex64, sha256_digest};
+use super::digest::{chain_id_strings as chain_ids, check_component, is_hex64, sha256_digest};
 use super::{
     ImageConfig, ImageRecord, MAX_JSON, ResolvedImage, ResolvedLayer, StoreError, StoreKind,
     WhiteoutFormat, parse_object, read_capped,

@@ -25,6 +25,7 @@ pub mod cstorage;
 pub mod detect;
 pub mod digest;
 pub mod docker;
+pub mod shown;
 pub mod oci;
 pub mod reference;
 pub mod unpack;

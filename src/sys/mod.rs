@@ -14,6 +14,7 @@ pub mod fs;
 pub mod mount;
 pub mod process;
 pub mod store_ops;
+pub mod beneath;
 pub mod xattr;
 
 use std::ffi::{CString, OsStr};
