@@ -20,6 +20,7 @@
 //!   listing both; with no `--store` the first default store holding the image wins.
 
 pub mod archive;
+pub mod bbolt;
 pub mod cache;
 pub mod cstorage;
 pub mod detect;
