@@ -30,6 +30,22 @@ impl WhiteoutFormat {
     }
 }
 
+/// Why the layer stack could not be opened; `Display` is one line.
+#[derive(Debug, thiserror::Error)]
+pub enum StackError {
+    #[error("upperdir needs a workdir: add -o workdir=DIR")]
+    NoWorkdir,
+    /// `op` ("open", "stat", "create", "clean") failed on `what` ("lowerdir", "upperdir", …).
+    #[error("cannot {op} {what} {}: {errno}", path.display())]
+    Dir { op: &'static str, what: &'static str, path: PathBuf, errno: Errno },
+    #[error("upperdir {} and workdir {} are on different file systems: put both on the same one", upper.display(), work.display())]
+    CrossDevice { upper: PathBuf, work: PathBuf },
+    #[error("no layers: give -o lowerdir=DIR[:DIR…]")]
+    NoLayers,
+    #[error("too many layers ({0}): at most 65534")]
+    TooMany(usize),
+}
+
 /// What the caller asks for.
 #[derive(Debug, Clone, Default)]
 pub struct StackSpec {
@@ -70,28 +86,24 @@ pub struct LayerStack {
     pub upper: Option<UpperExtra>,
 }
 
-fn open_dir(path: &Path, what: &str) -> Result<(OwnedFd, u64), String> {
-    let fd = fs::open_path(path, libc::O_PATH | libc::O_DIRECTORY)
-        .map_err(|e| format!("cannot open {what} {}: {e}", path.display()))?;
-    let st = fs::fstat(fd.as_fd()).map_err(|e| format!("cannot stat {what} {}: {e}", path.display()))?;
+fn open_dir(path: &Path, what: &'static str) -> Result<(OwnedFd, u64), StackError> {
+    let err = |op| move |errno| StackError::Dir { op, what, path: path.to_path_buf(), errno };
+    let fd = fs::open_path(path, libc::O_PATH | libc::O_DIRECTORY).map_err(err("open"))?;
+    let st = fs::fstat(fd.as_fd()).map_err(err("stat"))?;
     Ok((fd, st.dev()))
 }
 
 impl LayerStack {
     /// Open every layer; create and clean the work directory; pick the whiteout format.
-    pub fn open(spec: &StackSpec) -> Result<LayerStack, String> {
+    pub fn open(spec: &StackSpec) -> Result<LayerStack, StackError> {
         let mut layers = Vec::new();
         let mut upper = None;
         if let Some(up) = &spec.upper {
-            let work_base = spec.work.as_ref().ok_or("upperdir needs a workdir: add -o workdir=DIR")?;
+            let work_base = spec.work.as_ref().ok_or(StackError::NoWorkdir)?;
             let (root, dev) = open_dir(up, "upperdir")?;
             let (wb, wdev) = open_dir(work_base, "workdir")?;
             if wdev != dev {
-                return Err(format!(
-                    "upperdir {} and workdir {} are on different file systems: put both on the same one",
-                    up.display(),
-                    work_base.display()
-                ));
+                return Err(StackError::CrossDevice { upper: up.clone(), work: work_base.clone() });
             }
             let work = prepare_work(wb.as_fd(), work_base)?;
             let whiteout = spec.whiteout.unwrap_or_else(|| probe_whiteout(work.as_fd()));
@@ -106,10 +118,10 @@ impl LayerStack {
             layers.push(Layer { root, path: l.clone(), dev, wh_files });
         }
         if layers.is_empty() {
-            return Err("no layers: give -o lowerdir=DIR[:DIR…]".into());
+            return Err(StackError::NoLayers);
         }
         if layers.len() > 0xfffe {
-            return Err(format!("too many layers ({}): at most 65534", layers.len()));
+            return Err(StackError::TooMany(layers.len()));
         }
         Ok(LayerStack { layers, upper })
     }
@@ -120,14 +132,14 @@ impl LayerStack {
 }
 
 /// Create `WORKDIR/work` (mode 0700) and remove whatever an earlier run left in it.
-fn prepare_work(base: std::os::fd::BorrowedFd<'_>, base_path: &Path) -> Result<OwnedFd, String> {
+fn prepare_work(base: std::os::fd::BorrowedFd<'_>, base_path: &Path) -> Result<OwnedFd, StackError> {
+    let err = |op| move |errno| StackError::Dir { op, what: "work dir", path: base_path.join("work"), errno };
     match fs::mkdir_at(base, c"work", 0o700) {
         Ok(()) | Err(Errno::EEXIST) => {}
-        Err(e) => return Err(format!("cannot create {}/work: {e}", base_path.display())),
+        Err(e) => return Err(err("create")(e)),
     }
-    let work = fs::open_at(base, c"work", libc::O_PATH | libc::O_DIRECTORY, 0)
-        .map_err(|e| format!("cannot open {}/work: {e}", base_path.display()))?;
-    clear_dir(work.as_fd()).map_err(|e| format!("cannot clean {}/work: {e}", base_path.display()))?;
+    let work = fs::open_at(base, c"work", libc::O_PATH | libc::O_DIRECTORY, 0).map_err(err("open"))?;
+    clear_dir(work.as_fd()).map_err(err("clean"))?;
     Ok(work)
 }
 

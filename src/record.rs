@@ -16,6 +16,28 @@ use sha2::{Digest, Sha256};
 use std::io;
 use std::path::{Path, PathBuf};
 
+/// Why a mount record could not be found, read or written; `Display` is one line.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("{} is not a unionmount mountpoint", .0.display())]
+    NotAMount(PathBuf),
+    #[error("no mount record for {} in {}: {source}", mountpoint.display(), dir.display())]
+    Missing { mountpoint: PathBuf, dir: PathBuf, source: io::Error },
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+    /// serde_json refuses a path that is not UTF-8.
+    #[error("cannot write the mount record: {0}")]
+    Encode(serde_json::Error),
+    #[error("mount record {} is not valid: {detail}", path.display())]
+    Corrupt { path: PathBuf, detail: String },
+}
+
+impl RecordError {
+    fn io(path: &Path) -> impl FnOnce(io::Error) -> RecordError + '_ {
+        move |source| RecordError::Io { path: path.to_path_buf(), source }
+    }
+}
+
 /// One lower layer of a mount, as recorded.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct LayerRecord {
@@ -71,14 +93,14 @@ fn record_path_in(dir: &Path, mountpoint: &Path) -> PathBuf {
 
 impl MountRecord {
     /// Write (atomically) the record for `self.mountpoint`; returns its path.
-    pub fn write(&self) -> io::Result<PathBuf> {
+    pub fn write(&self) -> Result<PathBuf, RecordError> {
         let dir = record_dir();
-        std::fs::create_dir_all(&dir)?;
+        std::fs::create_dir_all(&dir).map_err(RecordError::io(&dir))?;
         let path = record_path_in(&dir, &self.mountpoint);
         let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-        let body = serde_json::to_vec_pretty(self).map_err(io::Error::other)?;
-        std::fs::write(&tmp, body)?;
-        std::fs::rename(&tmp, &path)?;
+        let body = serde_json::to_vec_pretty(self).map_err(RecordError::Encode)?;
+        std::fs::write(&tmp, body).map_err(RecordError::io(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(RecordError::io(&path))?;
         Ok(path)
     }
 
@@ -91,28 +113,24 @@ impl MountRecord {
             }
     }
 
-    fn read_file(path: &Path) -> io::Result<MountRecord> {
-        let data = std::fs::read(path)?;
-        serde_json::from_slice(&data).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    fn read_file(path: &Path) -> Result<MountRecord, RecordError> {
+        let data = std::fs::read(path).map_err(RecordError::io(path))?;
+        serde_json::from_slice(&data).map_err(|e| RecordError::Corrupt { path: path.to_path_buf(), detail: e.to_string() })
     }
 
     /// Find the record of a live mount from its mountpoint (any path that
     /// canonicalizes to it).
-    pub fn find(mountpoint: &Path) -> io::Result<MountRecord> {
-        let canon = std::fs::canonicalize(mountpoint)?;
+    pub fn find(mountpoint: &Path) -> Result<MountRecord, RecordError> {
+        let canon = std::fs::canonicalize(mountpoint).map_err(RecordError::io(mountpoint))?;
         if !is_unionmount_mountpoint(&canon) {
-            return Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("{} is not a unionmount mountpoint", canon.display()),
-            ));
+            return Err(RecordError::NotAMount(canon));
         }
-        let path = record_path_in(&record_dir(), &canon);
-        Self::read_file(&path).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("no mount record for {} in {}: {e}", canon.display(), record_dir().display()),
-            )
-        })
+        let dir = record_dir();
+        let path = record_path_in(&dir, &canon);
+        match Self::read_file(&path) {
+            Err(RecordError::Io { source, .. }) => Err(RecordError::Missing { mountpoint: canon, dir, source }),
+            other => other,
+        }
     }
 }
 

@@ -107,5 +107,5 @@ pub fn now_utc() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
-    unionmount::inspect::oci::rfc3339(secs)
+    unionmount::rfc3339(secs)
 }

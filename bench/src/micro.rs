@@ -33,7 +33,7 @@ fn open(set_dir: &Path, layers: &[String], cache_entries: usize) -> Result<Union
         lowers: layers.iter().map(|l| set_dir.join(l)).collect(),
         ..Default::default()
     };
-    let stack = LayerStack::open(&spec)?;
+    let stack = LayerStack::open(&spec).map_err(|e| e.to_string())?;
     UnionFs::new(
         stack,
         Config {

@@ -6,12 +6,11 @@
 //! the mount command parses it: `\\:` escapes a colon).
 
 use super::options::{split_lowerdir, split_options};
-use super::{Error, Usage, emit, failed, parse};
-use crate::inspect::{commit, diff, oci};
-use crate::record::{LayerRecord, MountRecord};
+use super::{Error, Usage, emit, emit_with, parse};
+use crate::inspect::target::Target;
+use crate::inspect::{InspectError, commit, diff, oci};
 use clap::Parser;
 use std::ffi::OsString;
-use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
@@ -28,17 +27,6 @@ struct TargetArgs {
     options: Vec<OsString>,
 }
 
-/// A resolved TARGET.
-struct Target {
-    upper: PathBuf,
-    /// The mount's record, when TARGET was a mountpoint.
-    record: Option<MountRecord>,
-    /// Top first.
-    lowers: Vec<LayerRecord>,
-    /// False when TARGET was an upper dir and no lowers were given.
-    lowers_known: bool,
-}
-
 /// The `lowerdir=` layers in `-o` option strings (top first; the last one wins),
 /// parsed exactly as the mount command parses them.
 fn lowerdirs_from_options(options: &[OsString]) -> Vec<PathBuf> {
@@ -53,32 +41,10 @@ fn lowerdirs_from_options(options: &[OsString]) -> Vec<PathBuf> {
     out
 }
 
-fn resolve_target(a: &TargetArgs) -> Result<Target, Error> {
-    let canon = std::fs::canonicalize(&a.target).map_err(|e| failed(format_args!("{}: {e}", a.target.display())))?;
+fn resolve_target(a: &TargetArgs) -> Result<Target, InspectError> {
     let mut given = a.lower.clone();
     given.extend(lowerdirs_from_options(&a.options));
-    match crate::record::mount_fstype(&canon).as_deref() {
-        Some("fuse.unionmount") => {
-            if !given.is_empty() {
-                return Err(failed(format_args!("{} is a mountpoint; --lower/-o lowerdir are for an upper directory", canon.display())));
-            }
-            let rec = MountRecord::find(&canon)?;
-            let upper = rec.upper.clone().ok_or_else(|| failed(format_args!("{} is mounted read-only (no upper layer)", canon.display())))?;
-            Ok(Target { upper, lowers: rec.lowers.clone(), lowers_known: true, record: Some(rec) })
-        }
-        Some(t @ ("overlay" | "fuse.fuse-overlayfs")) => Err(failed(format_args!(
-            "{} is an {t} mountpoint; give its upper directory and --lower DIR (top first) instead",
-            canon.display()
-        ))),
-        _ => {
-            if !canon.is_dir() {
-                return Err(failed(format_args!("{} is neither a unionmount mountpoint nor a directory", canon.display())));
-            }
-            let lowers_known = !given.is_empty();
-            let lowers = given.into_iter().map(|dir| LayerRecord { dir, diff_id: None, layer_id: None }).collect();
-            Ok(Target { upper: canon, lowers, lowers_known, record: None })
-        }
-    }
+    Target::resolve(&a.target, given)
 }
 
 #[derive(Parser, Debug)]
@@ -95,15 +61,9 @@ struct DiffArgs {
 pub fn run_diff(args: &[OsString]) -> Result<i32, Error> {
     let a: DiffArgs = parse("diff", args)?;
     let t = resolve_target(&a.target)?;
-    let lowers: Vec<PathBuf> = t.lowers.iter().map(|l| l.dir.clone()).collect();
-    let changes = diff::changes(&t.upper, &lowers, t.lowers_known)?;
-    let mut out = std::io::stdout().lock();
-    let res = if a.json { diff::write_json(&mut out, &changes) } else { diff::write_text(&mut out, &changes) };
-    match res.and_then(|()| out.flush()) {
-        Ok(()) => Ok(0),
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
-        Err(e) => Err(failed(format_args!("cannot write to stdout: {e}"))),
-    }
+    let changes = diff::changes(&t.upper, &t.lower_dirs(), t.lowers_known)?;
+    emit_with(|out| if a.json { diff::write_json(out, &changes) } else { diff::write_text(out, &changes) })?;
+    Ok(0)
 }
 
 #[derive(Parser, Debug)]
@@ -157,7 +117,7 @@ fn commit_target(a: &CommitArgs) -> Result<String, Error> {
         commit::Compression::None
     };
     if let Some(name) = &a.image {
-        oci::check_ref_name(name).map_err(Usage)?;
+        oci::check_ref_name(name)?;
     }
     let t = resolve_target(&a.target)?;
         let mut text = String::new();
@@ -171,8 +131,9 @@ fn commit_target(a: &CommitArgs) -> Result<String, Error> {
     }
     let base = match (&a.base_config, t.record.as_ref()) {
         (Some(f), _) => {
-            let data = std::fs::read(f).map_err(|e| failed(format_args!("{}: {e}", f.display())))?;
-            Some(serde_json::from_slice::<serde_json::Value>(&data).map_err(|e| failed(format_args!("{}: {e}", f.display())))?)
+            let data = std::fs::read(f).map_err(InspectError::io(f))?;
+            let json = serde_json::from_slice::<serde_json::Value>(&data);
+            Some(json.map_err(|source| InspectError::Json { path: f.clone(), source })?)
         }
         (None, Some(rec)) => match (&rec.store, &rec.image_id) {
             (Some(store), Some(id)) => {
@@ -206,7 +167,7 @@ fn commit_target(a: &CommitArgs) -> Result<String, Error> {
     let tmp = oci::temp_blob(&blobs, n);
     let blob = commit::write_layer(&t.upper, &tmp, comp, "upper")?;
     if let Some(out) = &a.output {
-        std::fs::copy(&tmp, out).map_err(|e| failed(format_args!("{}: {e}", out.display())))?;
+        std::fs::copy(&tmp, out).map_err(InspectError::io(out))?;
     }
     oci::adopt(&blobs, &tmp, &blob.digest)?;
     text += &blob_lines(&blob);

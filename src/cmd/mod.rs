@@ -76,20 +76,9 @@ impl<E: std::error::Error + 'static> From<E> for Error {
     }
 }
 
-/// A failure already phrased as one line (for errors that have no type of their own).
-#[derive(Debug)]
-pub(crate) struct Message(pub String);
-
-impl fmt::Display for Message {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-impl std::error::Error for Message {}
-
-pub(crate) fn failed(msg: impl fmt::Display) -> Error {
-    Error::Failed(Box::new(Message(msg.to_string())))
-}
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write to stdout: {0}")]
+struct StdoutError(std::io::Error);
 
 /// The subcommands: name, one-line description, entry point (args after the name).
 type Run = fn(&[OsString]) -> Result<i32, Error>;
@@ -162,10 +151,15 @@ fn fold_clap(text: &str) -> Usage {
 
 /// Write `text` to stdout; a closed pipe (`| head`) is not an error.
 fn emit(text: &str) -> Result<(), Error> {
+    emit_with(|out| out.write_all(text.as_bytes()))
+}
+
+/// Let `write` write to stdout, then flush; a closed pipe is not an error.
+fn emit_with(write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> Result<(), Error> {
     let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+    match write(&mut out).and_then(|()| out.flush()) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        Err(e) => Err(failed(format_args!("cannot write to stdout: {e}"))),
+        Err(e) => Err(StdoutError(e).into()),
     }
 }

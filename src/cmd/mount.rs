@@ -33,8 +33,11 @@ options (-o): lowerdir= upperdir= workdir= ro volatile fsync=0 fsname= allow_oth
   cache_entries=N timeout=SECS threads=N passthrough=auto|all|upper|off whiteout=chardev|whfile store=PATH
 unmount with: umount MOUNTPOINT  or  fusermount3 -u MOUNTPOINT";
 
+/// Stores the value of one flag.
+type SetFlag = fn(&mut MountArgs, &OsStr);
+
 /// Long flags of the mount command that take a value, and where the value goes.
-const VALUE_FLAGS: &[(&str, fn(&mut MountArgs, &OsStr))] = &[
+const VALUE_FLAGS: &[(&str, SetFlag)] = &[
     ("--store", |m, v| m.opts.store = Some(v.into())),
     ("--cache", |m, v| m.cache = Some(v.into())),
     ("--upper", |m, v| m.upper = Some(v.into())),
@@ -127,6 +130,16 @@ pub fn run(args: &[OsString]) -> Result<i32, Error> {
             println!("unionmount {}", env!("CARGO_PKG_VERSION"));
             Ok(0)
         }
-        Parsed::Mount(m) => Ok(crate::mount::run(*m)),
+        Parsed::Mount(m) => {
+            init_logging(m.debug);
+            crate::mount::run(*m)?;
+            Ok(0)
+        }
     }
+}
+
+/// Log to stderr: warnings, or every request with `-d`; `RUST_LOG` overrides.
+fn init_logging(debug: bool) {
+    let env = env_logger::Env::default().default_filter_or(if debug { "debug" } else { "warn" });
+    let _ = env_logger::Builder::from_env(env).format_timestamp_millis().try_init();
 }

@@ -1,6 +1,6 @@
 //! `unionmount which PATH`: which layer of a mount provides a path.
 
-use super::{Error, emit, failed, parse};
+use super::{Error, emit, parse};
 use crate::inspect::which;
 use clap::Parser;
 use std::ffi::OsString;
@@ -20,7 +20,7 @@ struct WhichArgs {
 /// `unionmount which PATH`.
 pub fn run(args: &[OsString]) -> Result<i32, Error> {
     let a: WhichArgs = parse("which", args)?;
-    let (text, found) = which::which(&a.path, a.json).map_err(failed)?;
+    let (text, found) = which::which(&a.path, a.json)?;
     emit(&text)?;
     Ok(if found { 0 } else { 1 })
 }

@@ -37,9 +37,9 @@ pub struct ImageLayer {
 }
 
 /// Check `name` is usable as a ref name (OCI: `[A-Za-z0-9._:@/+-]`, non-empty).
-pub fn check_ref_name(name: &str) -> Result<(), String> {
+pub fn check_ref_name(name: &str) -> Result<(), super::InspectError> {
     let ok = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:@/+-".contains(&b));
-    if ok { Ok(()) } else { Err(format!("invalid image name {name:?} (allowed: letters, digits and ._:@/+-)")) }
+    if ok { Ok(()) } else { Err(super::InspectError::InvalidName(name.to_string())) }
 }
 
 fn ctx(e: io::Error, p: &Path) -> io::Error {

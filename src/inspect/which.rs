@@ -13,6 +13,7 @@
 //! the same path but are hidden (by the provider, an opaque directory or a
 //! whiteout). Invariant: the layers are only read, through `layer::Dir` handles.
 
+use super::InspectError;
 use super::layer::{Dir, Kind, Probe, Stack, probe};
 use crate::record::{LayerRecord, MountRecord};
 use std::ffi::{OsStr, OsString};
@@ -98,17 +99,17 @@ fn holds(layer: &Path, rel: &[OsString]) -> io::Result<bool> {
 }
 
 /// The unionmount mountpoint containing `path`, and `path`'s components below it.
-pub fn locate(path: &Path) -> Result<(PathBuf, Vec<OsString>), String> {
+pub fn locate(path: &Path) -> Result<(PathBuf, Vec<OsString>), InspectError> {
     let abs = if path.is_absolute() {
         path.to_path_buf()
     } else {
-        std::env::current_dir().map_err(|e| format!("current directory: {e}"))?.join(path)
+        std::env::current_dir().map_err(InspectError::io(Path::new(".")))?.join(path)
     };
     let full = match (abs.parent(), abs.file_name()) {
         (Some(parent), Some(name)) if !matches!(abs.components().next_back(), Some(Component::ParentDir)) => {
-            std::fs::canonicalize(parent).map_err(|e| format!("{}: {e}", parent.display()))?.join(name)
+            std::fs::canonicalize(parent).map_err(InspectError::io(parent))?.join(name)
         }
-        _ => std::fs::canonicalize(&abs).map_err(|e| format!("{}: {e}", abs.display()))?,
+        _ => std::fs::canonicalize(&abs).map_err(InspectError::io(&abs))?,
     };
     for a in full.ancestors() {
         match crate::record::mount_fstype(a).as_deref() {
@@ -116,18 +117,18 @@ pub fn locate(path: &Path) -> Result<(PathBuf, Vec<OsString>), String> {
             Some("fuse.unionmount") => {
                 let rel = full
                     .strip_prefix(a)
-                    .map_err(|e| e.to_string())?
+                    .expect("an ancestor is a prefix")
                     .components()
                     .map(|c| c.as_os_str().to_os_string())
                     .collect();
                 return Ok((a.to_path_buf(), rel));
             }
             Some(t) => {
-                return Err(format!("{} is on a mount of type {t} at {}, not inside a unionmount", full.display(), a.display()));
+                return Err(InspectError::OtherMountAbove { path: full.clone(), fstype: t.to_string(), at: a.to_path_buf() });
             }
         }
     }
-    Err(format!("{} is not inside a unionmount", full.display()))
+    Err(InspectError::NotInside(full))
 }
 
 /// One layer of a mount for display.
@@ -218,12 +219,12 @@ pub fn render(path: &Path, r: &Resolution, shown: &[Shown], json: bool) -> Strin
 }
 
 /// Resolve `path` inside a live mount and render the answer.
-pub fn which(path: &Path, json: bool) -> Result<(String, bool), String> {
+pub fn which(path: &Path, json: bool) -> Result<(String, bool), InspectError> {
     let (mp, rel) = locate(path)?;
-    let rec = MountRecord::find(&mp).map_err(|e| e.to_string())?;
+    let rec = MountRecord::find(&mp)?;
     let mut dirs: Vec<PathBuf> = rec.upper.iter().cloned().collect();
     dirs.extend(rec.lowers.iter().map(|l| l.dir.clone()));
-    let r = resolve(&dirs, &rel).map_err(|e| e.to_string())?;
+    let r = resolve(&dirs, &rel).map_err(InspectError::io(&mp))?;
     let mut shown_path = mp.clone();
     for c in &rel {
         shown_path.push(OsStr::from_bytes(c.as_bytes()));
@@ -293,10 +294,10 @@ mod tests {
 
     #[test]
     fn locate_rejects_paths_outside_unionmounts() {
-        let e = locate(Path::new("/proc/self")).unwrap_err();
+        let e = locate(Path::new("/proc/self")).unwrap_err().to_string();
         assert!(e.contains("type proc at /proc"), "{e}");
         let t = tempfile::tempdir().unwrap();
-        let e = locate(&t.path().join("nope")).unwrap_err();
+        let e = locate(&t.path().join("nope")).unwrap_err().to_string();
         assert!(e.contains("not inside a unionmount") || e.contains("mount at"), "{e}");
     }
 }

@@ -99,10 +99,6 @@ pub struct ResolvedImage {
 }
 
 impl ResolvedImage {
-    /// Layer directories, top first (what `StackSpec::lowers` wants).
-    pub fn lower_dirs(&self) -> Vec<PathBuf> {
-        self.layers.iter().map(|l| l.dir.clone()).collect()
-    }
     /// Per layer (top first): may it hold `.wh.NAME` whiteouts? (`StackSpec::lower_wh_files`)
     pub fn lower_wh_files(&self) -> Vec<bool> {
         self.layers.iter().map(|l| l.whiteouts != WhiteoutFormat::CharDevice).collect()

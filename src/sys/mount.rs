@@ -3,10 +3,26 @@
 //! fuser's own mount names the type plain `fuse`; we mount as root ourselves so
 //! /proc/mounts shows `fuse.unionmount`, like any FUSE file system with a subtype.
 
-use super::{SysResult, cpath, cvt, fs};
+use super::{Errno, SysResult, cpath, cvt, fs};
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
+
+/// Why the fusermount3 helper did not mount or unmount.
+#[derive(Debug, thiserror::Error)]
+pub enum HelperError {
+    #[error("fusermount3 not found: install the fuse3 package")]
+    Missing,
+    #[error("cannot run {helper}: {source}")]
+    Spawn { helper: &'static str, source: std::io::Error },
+    /// The helper ran and refused; `stderr` is its message, on one line.
+    #[error("{helper} failed: {stderr}")]
+    Failed { helper: &'static str, stderr: String },
+    #[error("{helper} passed no /dev/fuse fd: {errno}")]
+    NoFd { helper: &'static str, errno: Errno },
+    #[error("socketpair: {0}")]
+    Socket(Errno),
+}
 
 /// Kernel mount flags we pass through.
 #[derive(Debug, Default, Clone, Copy)]
@@ -69,11 +85,11 @@ pub fn umount(mnt: &Path, lazy: bool) -> SysResult<()> {
 
 /// Unprivileged mount through the setuid helper `fusermount3`: it opens
 /// /dev/fuse, mounts with `opts` and passes the fd back over a socket.
-pub fn fusermount(mnt: &Path, opts: &str) -> Result<OwnedFd, String> {
+pub fn fusermount(mnt: &Path, opts: &str) -> Result<OwnedFd, HelperError> {
     let mut fds = [0i32; 2];
     // SAFETY: `fds` has room for two fds; socketpair writes both on success.
     cvt(unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, fds.as_mut_ptr()) })
-        .map_err(|e| format!("socketpair: {e}"))?;
+        .map_err(HelperError::Socket)?;
     // SAFETY: both fds are fresh and owned by us from here on.
     let (ours, theirs) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     // SAFETY: setting FD_CLOEXEC on our own end only.
@@ -81,7 +97,7 @@ pub fn fusermount(mnt: &Path, opts: &str) -> Result<OwnedFd, String> {
     let helper = ["fusermount3", "fusermount"]
         .into_iter()
         .find(|h| std::process::Command::new(h).arg("-V").output().is_ok())
-        .ok_or("fusermount3 not found: install the fuse3 package")?;
+        .ok_or(HelperError::Missing)?;
     let out = std::process::Command::new(helper)
         .arg("-o")
         .arg(opts)
@@ -90,13 +106,12 @@ pub fn fusermount(mnt: &Path, opts: &str) -> Result<OwnedFd, String> {
         .env("_FUSE_COMMFD", theirs.as_raw_fd().to_string())
         .stdin(std::process::Stdio::null())
         .output()
-        .map_err(|e| format!("cannot run {helper}: {e}"))?;
+        .map_err(|source| HelperError::Spawn { helper, source })?;
     drop(theirs);
     if !out.status.success() {
-        let msg = String::from_utf8_lossy(&out.stderr).trim().replace('\n', "; ");
-        return Err(format!("{helper} failed: {msg}"));
+        return Err(HelperError::Failed { helper, stderr: one_line(&out.stderr) });
     }
-    recv_fd(&ours).map_err(|e| format!("{helper} passed no /dev/fuse fd: {e}"))
+    recv_fd(&ours).map_err(|errno| HelperError::NoFd { helper, errno })
 }
 
 /// Receive one fd sent with SCM_RIGHTS.
@@ -113,13 +128,13 @@ fn recv_fd(sock: &OwnedFd) -> SysResult<OwnedFd> {
     // SAFETY: `msg` describes valid buffers for the duration of the call.
     let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
     if n < 0 {
-        return Err(super::Errno::last());
+        return Err(Errno::last());
     }
     // SAFETY: CMSG_FIRSTHDR/CMSG_DATA walk the control buffer recvmsg filled.
     unsafe {
         let cmsg = libc::CMSG_FIRSTHDR(&msg);
         if cmsg.is_null() || (*cmsg).cmsg_level != libc::SOL_SOCKET || (*cmsg).cmsg_type != libc::SCM_RIGHTS {
-            return Err(super::Errno::EIO);
+            return Err(Errno::EIO);
         }
         let fd = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<i32>());
         Ok(OwnedFd::from_raw_fd(fd))
@@ -127,13 +142,19 @@ fn recv_fd(sock: &OwnedFd) -> SysResult<OwnedFd> {
 }
 
 /// Unprivileged unmount through `fusermount3 -u -z`.
-pub fn fuserumount(mnt: &Path) -> Result<(), String> {
-    let out = std::process::Command::new("fusermount3")
+pub fn fuserumount(mnt: &Path) -> Result<(), HelperError> {
+    let helper = "fusermount3";
+    let out = std::process::Command::new(helper)
         .arg("-u")
         .arg("-z")
         .arg("--")
         .arg(mnt)
         .output()
-        .map_err(|e| format!("cannot run fusermount3: {e}"))?;
-    if out.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&out.stderr).trim().to_string()) }
+        .map_err(|source| HelperError::Spawn { helper, source })?;
+    if out.status.success() { Ok(()) } else { Err(HelperError::Failed { helper, stderr: one_line(&out.stderr) }) }
+}
+
+/// A helper's stderr as one line.
+fn one_line(stderr: &[u8]) -> String {
+    String::from_utf8_lossy(stderr).trim().replace('\n', "; ")
 }

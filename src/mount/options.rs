@@ -1,0 +1,51 @@
+//! The typed options of a mount, as the front end (`cmd`) parses them from argv and
+//! `-o` strings. Plain data: every check that needs the file system is in `mount`.
+
+use super::{Passthrough, WhiteoutFormat};
+use std::ffi::{OsStr, OsString};
+use std::path::PathBuf;
+
+/// Options given with `-o`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct MountOpts {
+    pub lowerdir: Vec<PathBuf>,
+    pub upperdir: Option<PathBuf>,
+    pub workdir: Option<PathBuf>,
+    /// `volatile` or `fsync=0`: skip fsync.
+    pub no_fsync: bool,
+    pub fsname: Option<String>,
+    pub allow_other: bool,
+    pub read_only: bool,
+    pub cache_entries: Option<usize>,
+    /// Kernel entry/attribute cache time in seconds.
+    pub timeout: Option<f64>,
+    pub threads: Option<usize>,
+    pub passthrough: Option<Passthrough>,
+    pub whiteout: Option<WhiteoutFormat>,
+    pub store: Option<PathBuf>,
+    /// Generic mount flags passed on to the kernel (nodev, nosuid, noexec, …).
+    pub kernel_flags: Vec<String>,
+    /// Accepted but unused (logged at debug level).
+    pub ignored: Vec<String>,
+}
+
+/// A mount command.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct MountArgs {
+    pub foreground: bool,
+    pub debug: bool,
+    pub opts: MountOpts,
+    /// IMAGE in image mode, SOURCE (informational) in overlay mode.
+    pub source: Option<OsString>,
+    pub mountpoint: PathBuf,
+    pub cache: Option<PathBuf>,
+    /// `--upper DIR`: persistent writable layer for image mounts.
+    pub upper: Option<PathBuf>,
+}
+
+impl MountArgs {
+    /// Image mode: no lowerdir, so the source names an image.
+    pub fn image(&self) -> Option<&OsStr> {
+        if self.opts.lowerdir.is_empty() { self.source.as_deref() } else { None }
+    }
+}
