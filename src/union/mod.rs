@@ -16,6 +16,7 @@ pub mod attr;
 pub mod cache;
 pub mod copyup;
 pub mod file;
+pub mod idmap;
 pub mod inode;
 pub mod listing;
 pub mod namespace;
