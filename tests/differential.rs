@@ -7,7 +7,7 @@ mod common;
 use common::fsops::{self as fs, Errno, Transcript};
 use common::layer_spec::{FIXED_TIME, Format, LayerSet};
 use common::overlay_harness::{Pair, Single, expected_tree, should_skip};
-use common::overlay_tree as tree;
+use common::tree;
 use std::path::Path;
 
 /// Bottom layer, top layer, and an upper that already holds a little.

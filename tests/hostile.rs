@@ -9,7 +9,7 @@ mod common;
 use common::fsops::{self as fs, Transcript};
 use common::layer_spec::{Format, LayerDirs, LayerSet};
 use common::overlay_harness::{Mounted, Pair, Single, should_skip};
-use common::overlay_tree as tree;
+use common::tree;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};

@@ -5,6 +5,7 @@
 //!
 //! Needs root (mount, mknod, trusted.* xattrs); skips, saying why, otherwise.
 
+mod common;
 mod inspect_support;
 
 use inspect_support::*;

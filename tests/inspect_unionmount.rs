@@ -11,6 +11,7 @@
 //! Needs root and /dev/fuse; skips, saying why, otherwise. It fails (rather than
 //! skips) when the unionmount binary cannot mount: that is what it checks.
 
+mod common;
 mod inspect_support;
 
 use inspect_support::*;
@@ -58,7 +59,7 @@ fn inspect_live_mount(whiteout: Option<&str>) {
         "unionmount could not mount (needed for this test): {}",
         String::from_utf8_lossy(&out.stderr).trim()
     );
-    let _m = Mounted(mnt.clone());
+    let _m = Mounted::adopt(&mnt);
     scripted_changes(&mnt, false);
     if whiteout == Some("whfile") {
         assert!(upper.join("etc/.wh.hosts").exists(), "the mount wrote whfile whiteouts");

@@ -15,7 +15,7 @@ mod common;
 use common::fsops::{self as fs, cpath};
 use common::layer_spec::{Format, LayerDirs, LayerSet};
 use common::overlay_harness::{Mounted, bind, daemon_pids, enter_private_mount_namespace, fuse_bin, mountinfo_line, run_bounded, should_skip};
-use common::overlay_tree::{self as tree, Kind};
+use common::tree::{self, Kind};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;

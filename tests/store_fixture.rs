@@ -4,7 +4,8 @@
 
 mod common;
 
-use common::tree::{self, KernelOverlay};
+use common::overlay_harness::kernel_overlay;
+use common::tree;
 use std::path::{Path, PathBuf};
 use unionmount::store::{self, StoreError, StoreQuery, WhiteoutFormat};
 
@@ -61,7 +62,7 @@ fn fixture_all_formats() {
         ("archive", save.clone(), APP_DOCKER_ID, vec!["tiny:app", "example.com/team/tiny:v1", "dadb3b6384b7"]),
     ];
     let export = tree::snapshot_tar(&common::fixture_dir().join("tiny-app-export.tar"));
-    assert!(export.len() > 50 && export["opt/copied.txt"].mode == 0o4755, "export snapshot looks right");
+    assert!(export.len() > 50 && export[b"opt/copied.txt".as_slice()].mode == 0o4755, "export snapshot looks right");
     let mut all_diff_ids: Vec<Vec<String>> = Vec::new();
     for (name, path, want_id, refs) in &stores {
         let mut first: Option<store::ResolvedImage> = None;
@@ -92,11 +93,11 @@ fn fixture_all_formats() {
         }
         // The merged tree, through kernel overlayfs, equals `docker export` minus init entries.
         let mnt = fx.dir.join(format!("mnt-{name}"));
-        let dirs: Vec<PathBuf> = img.layers.iter().map(|l| l.dir.clone()).collect();
-        match KernelOverlay::mount(&dirs, &mnt) {
+        let dirs: Vec<&Path> = img.layers.iter().map(|l| l.dir.as_path()).collect();
+        match kernel_overlay(&dirs, None, &mnt) {
             Ok(m) => {
                 let got = tree::snapshot_dir(&m.mnt);
-                assert!(got.contains_key("var/lib/data/new") && !got.contains_key("etc/.wh.motd"));
+                assert!(got.contains_key(b"var/lib/data/new".as_slice()) && !got.contains_key(b"etc/.wh.motd".as_slice()));
                 let diffs = tree::compare(&export, &got, tree::DOCKER_INIT);
                 assert!(diffs.is_empty(), "{name}: merged tree differs from docker export:\n{}", diffs.join("\n"));
             }

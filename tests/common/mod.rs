@@ -1,13 +1,15 @@
 //! Helpers shared by the integration tests.
 //!
-//! Image tests: synthetic stores ([`synth`]) and tree snapshots/comparison against tars plus
-//! kernel overlay mounts ([`tree`]).
+//! Image tests: synthetic stores ([`synth`]).
+//!
+//! Every test that compares trees: [`tree`], the one snapshot of a directory or tar (merged
+//! views, uppers with whiteouts normalised, image trees with mtimes and hard links) and
+//! readable differences.
 //!
 //! Union filesystem tests (differential against kernel overlayfs, random ops, call forms,
 //! reliability): libc wrappers returning errnos ([`fsops`]), layer directories built from a
-//! compact spec ([`layer_spec`]), snapshots of merged trees and upper dirs with whiteouts
-//! normalised ([`overlay_tree`]), kernel + FUSE mounts with cleanup guards
-//! ([`overlay_harness`]) and a seeded PRNG ([`rng`]).
+//! compact spec ([`layer_spec`]), kernel overlay and FUSE mounts with cleanup guards
+//! ([`overlay_harness`]: the one kernel overlay mount helper) and a seeded PRNG ([`rng`]).
 //!
 //! Environment knobs (all optional):
 //! - `UNIONMOUNT_TEST_FUSE_BIN`: FUSE binary to test instead of unionmount (e.g.
@@ -26,7 +28,6 @@
 pub mod fsops;
 pub mod layer_spec;
 pub mod overlay_harness;
-pub mod overlay_tree;
 pub mod rng;
 pub mod synth;
 pub mod tree;

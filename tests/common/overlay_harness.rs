@@ -8,7 +8,7 @@
 
 use super::fsops::{self, Transcript};
 use super::layer_spec::{Format, LayerDirs, LayerSet};
-use super::overlay_tree::{self as tree, Snapshot};
+use super::tree::{self, Snapshot};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -153,15 +153,8 @@ pub struct Mounted {
 impl Mounted {
     /// Kernel overlayfs over `d` (panics when the kernel refuses).
     pub fn kernel(d: &LayerDirs) -> Mounted {
-        let opts = format!("{},{KERNEL_OPTS}", d.overlay_options());
-        let c = |s: &str| std::ffi::CString::new(s).unwrap();
-        let (src, ty, o) = (c("overlay"), c("overlay"), c(&opts));
-        let mnt = fsops::cpath(&d.mnt);
-        let r = unsafe { libc::mount(src.as_ptr(), mnt.as_ptr(), ty.as_ptr(), 0, o.as_ptr().cast()) };
-        if r != 0 {
-            panic!("kernel overlay mount failed: {} (options {opts})", fsops::Errno::last());
-        }
-        Mounted { mnt: d.mnt.clone(), pids: vec![], active: true }
+        let lowers: Vec<&Path> = d.lowers.iter().map(PathBuf::as_path).collect();
+        kernel_overlay(&lowers, Some((&d.upper, &d.work)), &d.mnt).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// The FUSE filesystem over `d` with `extra` options appended (may be empty).
@@ -249,6 +242,48 @@ impl Drop for Mounted {
             let _ = wait_gone(&self.pids, &self.mnt, Duration::from_secs(5));
         }
     }
+}
+
+/// Kernel overlayfs over `lowers` (top first) at `mnt` (created if missing), with plain
+/// copy-up semantics ([`KERNEL_OPTS`]): writable with `upper` = (upper dir, work dir),
+/// both created if missing; read-only without, where a single lower gets an empty
+/// second one beside `mnt` (older kernels want two). Err(reason) when the kernel refuses.
+/// Paths are bytes: non-UTF-8 names pass through.
+pub fn kernel_overlay(lowers: &[&Path], upper: Option<(&Path, &Path)>, mnt: &Path) -> Result<Mounted, String> {
+    use std::os::unix::ffi::OsStrExt;
+    std::fs::create_dir_all(mnt).unwrap();
+    let mut dirs: Vec<PathBuf> = lowers.iter().map(|p| p.to_path_buf()).collect();
+    if dirs.len() == 1 && upper.is_none() {
+        let empty = mnt.with_extension("empty");
+        std::fs::create_dir_all(&empty).unwrap();
+        dirs.push(empty);
+    }
+    let mut opts = b"lowerdir=".to_vec();
+    for (i, d) in dirs.iter().enumerate() {
+        if i > 0 {
+            opts.push(b':');
+        }
+        opts.extend_from_slice(d.as_os_str().as_bytes());
+    }
+    if let Some((u, w)) = upper {
+        std::fs::create_dir_all(u).unwrap();
+        std::fs::create_dir_all(w).unwrap();
+        for (key, p) in [(",upperdir=", u), (",workdir=", w)] {
+            opts.extend_from_slice(key.as_bytes());
+            opts.extend_from_slice(p.as_os_str().as_bytes());
+        }
+    }
+    opts.extend_from_slice(format!(",{KERNEL_OPTS}").as_bytes());
+    let flags = if upper.is_none() { libc::MS_RDONLY } else { 0 };
+    let c = |s: &[u8]| std::ffi::CString::new(s).unwrap();
+    let (src, ty, o) = (c(b"overlay"), c(b"overlay"), c(&opts));
+    let m = fsops::cpath(mnt);
+    let r = unsafe { libc::mount(src.as_ptr(), m.as_ptr(), ty.as_ptr(), flags, o.as_ptr().cast()) };
+    if r != 0 {
+        let e = fsops::Errno::last();
+        return Err(format!("kernel overlay mount failed: {e} (options {})", String::from_utf8_lossy(&opts)));
+    }
+    Ok(Mounted { mnt: mnt.to_path_buf(), pids: vec![], active: true })
 }
 
 /// Kernel overlayfs and the FUSE fs over identical copies of one layer set.

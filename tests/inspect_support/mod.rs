@@ -1,21 +1,21 @@
-//! Helpers for the inspect integration tests: building layers, kernel overlay
-//! mounts, applying layer tars, and comparing trees.
+//! Helpers for the inspect integration tests: building layers, applying layer tars, the
+//! scripted changes and what `diff` must print for them. Kernel overlay mounts and tree
+//! snapshots are the shared ones of `tests/common` (re-exported here under the names
+//! these tests use).
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
+#[allow(unused_imports)] // inspect_overlay does not use Mounted
+pub use crate::common::overlay_harness::{Mounted, kernel_overlay as overlay};
+pub use crate::common::tree::{assert_same_tree, is_root, snapshot_image as snapshot};
 use std::ffi::OsStr;
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_unionmount")
-}
-
-pub fn is_root() -> bool {
-    Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false)
 }
 
 pub fn run(cmd: &mut Command) -> Output {
@@ -42,43 +42,6 @@ pub fn write(root: &Path, rel: &str, data: &str) {
 
 pub fn chmod(p: &Path, mode: u32) {
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
-}
-
-/// Unmounts on drop (lazily, so a failing test never leaves a busy mount).
-pub struct Mounted(pub PathBuf);
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
-/// Mount kernel overlayfs; `upper` = Some((upper, work)) for a writable one.
-/// Err(reason) when the kernel refuses (the caller skips, printing why).
-pub fn overlay(lowers: &[&Path], upper: Option<(&Path, &Path)>, mnt: &Path) -> Result<Mounted, String> {
-    std::fs::create_dir_all(mnt).unwrap();
-    let mut opts = OsStr::new("lowerdir=").to_os_string();
-    for (i, l) in lowers.iter().enumerate() {
-        if i > 0 {
-            opts.push(":");
-        }
-        opts.push(l.as_os_str());
-    }
-    if let Some((u, w)) = upper {
-        std::fs::create_dir_all(u).unwrap();
-        std::fs::create_dir_all(w).unwrap();
-        opts.push(",upperdir=");
-        opts.push(u.as_os_str());
-        opts.push(",workdir=");
-        opts.push(w.as_os_str());
-    }
-    // Plain copy-up semantics: no redirect or metacopy xattrs in upper.
-    opts.push(",redirect_dir=off,metacopy=off,index=off");
-    let out = Command::new("mount").args(["-t", "overlay", "overlay", "-o"]).arg(&opts).arg(mnt).output().unwrap();
-    if !out.status.success() {
-        return Err(format!("mount -t overlay failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
-    }
-    Ok(Mounted(mnt.to_path_buf()))
 }
 
 /// Apply one uncompressed layer tar onto `dest` the way an image unpacker does
@@ -161,112 +124,6 @@ fn remove_any(p: &Path) {
         Ok(_) => std::fs::remove_file(p).unwrap(),
         Err(_) => {}
     }
-}
-
-/// What is compared of one entry.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Node {
-    pub kind: &'static str,
-    pub mode: u32,
-    pub uid: u32,
-    pub gid: u32,
-    pub size: u64,
-    /// File content, symlink target, or device number.
-    pub content: Vec<u8>,
-    /// mtime seconds (non-directories).
-    pub mtime: i64,
-    /// user.* xattrs.
-    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
-    /// Other paths of the tree sharing this entry's inode (hard links).
-    pub links: Vec<Vec<u8>>,
-}
-
-/// Every entry below `root` (not followed), keyed by relative path bytes.
-pub fn snapshot(root: &Path) -> BTreeMap<Vec<u8>, Node> {
-    let mut out = BTreeMap::new();
-    let mut inodes: BTreeMap<u64, Vec<Vec<u8>>> = BTreeMap::new();
-    walk(root, b"", &mut out, &mut inodes);
-    for paths in inodes.values().filter(|p| p.len() > 1) {
-        for p in paths {
-            out.get_mut(p).unwrap().links = paths.iter().filter(|q| *q != p).cloned().collect();
-        }
-    }
-    out
-}
-
-fn walk(dir: &Path, rel: &[u8], out: &mut BTreeMap<Vec<u8>, Node>, inodes: &mut BTreeMap<u64, Vec<Vec<u8>>>) {
-    let mut names: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name()).collect();
-    names.sort();
-    for n in names {
-        let p = dir.join(&n);
-        let m = std::fs::symlink_metadata(&p).unwrap();
-        let mut r = rel.to_vec();
-        if !r.is_empty() {
-            r.push(b'/');
-        }
-        r.extend_from_slice(n.as_bytes());
-        let t = m.file_type();
-        let (kind, content) = if t.is_dir() {
-            ("dir", Vec::new())
-        } else if t.is_symlink() {
-            ("symlink", std::fs::read_link(&p).unwrap().as_os_str().as_bytes().to_vec())
-        } else if t.is_file() {
-            ("file", std::fs::read(&p).unwrap())
-        } else if t.is_char_device() {
-            ("char", m.rdev().to_string().into_bytes())
-        } else if t.is_block_device() {
-            ("block", m.rdev().to_string().into_bytes())
-        } else if t.is_fifo() {
-            ("fifo", Vec::new())
-        } else {
-            ("socket", Vec::new())
-        };
-        let mut xattrs = Vec::new();
-        if !t.is_symlink() {
-            for k in xattr::list(&p).unwrap() {
-                if k.as_bytes().starts_with(b"user.") {
-                    xattrs.push((k.as_bytes().to_vec(), xattr::get(&p, &k).unwrap().unwrap_or_default()));
-                }
-            }
-            xattrs.sort();
-        }
-        if !t.is_dir() && m.nlink() > 1 {
-            inodes.entry(m.ino()).or_default().push(r.clone());
-        }
-        out.insert(
-            r.clone(),
-            Node {
-                kind,
-                mode: m.mode() & 0o7777,
-                uid: m.uid(),
-                gid: m.gid(),
-                size: if t.is_dir() { 0 } else { m.len() },
-                content,
-                mtime: if t.is_dir() || t.is_symlink() { 0 } else { m.mtime() },
-                xattrs,
-                links: Vec::new(),
-            },
-        );
-        if t.is_dir() {
-            walk(&p, &r, out, inodes);
-        }
-    }
-}
-
-/// Assert two snapshots are equal, listing every difference.
-pub fn assert_same_tree(want: &BTreeMap<Vec<u8>, Node>, got: &BTreeMap<Vec<u8>, Node>) {
-    let mut diffs = Vec::new();
-    for (p, w) in want {
-        match got.get(p) {
-            None => diffs.push(format!("missing {}", String::from_utf8_lossy(p))),
-            Some(g) if g != w => diffs.push(format!("{}: want {w:?}\n   got {g:?}", String::from_utf8_lossy(p))),
-            Some(_) => {}
-        }
-    }
-    for p in got.keys().filter(|p| !want.contains_key(*p)) {
-        diffs.push(format!("extra {}", String::from_utf8_lossy(p)));
-    }
-    assert!(diffs.is_empty(), "trees differ:\n{}", diffs.join("\n"));
 }
 
 /// A base image of two layers in overlay form (bottom, top).
