@@ -81,7 +81,7 @@ fn fixture_all_formats() {
             first = Some(img);
         }
         let img = first.unwrap();
-        all_diff_ids.push(img.layers.iter().map(|l| l.diff_id.clone()).collect());
+        all_diff_ids.push(img.layers.iter().map(|l| l.diff_id.to_string()).collect());
         // History lines are attached to the right layers (top layer wrote /etc/motd again).
         assert!(
             img.layers[0].created_by.as_deref().is_some_and(|c| c.contains("back")),

@@ -75,7 +75,7 @@ fn resolves_every_format_by_every_reference() {
             assert_eq!(img.id, big.id, "{name} {r}");
             assert_eq!(img.layers.len(), 120, "{name} {r}");
             let want: Vec<String> = big.diff_ids.iter().rev().cloned().collect();
-            let got: Vec<String> = img.layers.iter().map(|l| l.diff_id.clone()).collect();
+            let got: Vec<String> = img.layers.iter().map(|l| l.diff_id.to_string()).collect();
             assert_eq!(got, want, "{name}: top first");
             let want_ids: Vec<String> = big.layer_ids.iter().rev().cloned().collect();
             let got_ids: Vec<String> = img.layers.iter().map(|l| l.layer_id.clone()).collect();
@@ -217,7 +217,7 @@ fn docker_corruptions_fail_with_one_clear_line() {
     )
     .unwrap();
     let _ = b;
-    check(&d, &["invalid JSON"]);
+    check(&d, &["expected an image config", "invalid type"]);
     // Huge metadata file: refused, not read into memory.
     let (d, _) = fresh("huge");
     let f = std::fs::File::create(d.join("image/overlay2/repositories.json")).unwrap();
@@ -248,8 +248,8 @@ fn cstorage_corruptions() {
         let lj = d.join("overlay-layers/layers.json");
         let s = std::fs::read_to_string(&lj).unwrap().replace(&b.layer_ids[0], bad);
         std::fs::write(&lj, s).unwrap();
-        let e = err(&d);
-        assert!(e.to_string().contains("unsafe layer id"), "{e}");
+        let e = err(&d).to_string();
+        assert!(e.contains("layers.json") && e.contains("invalid"), "{e}");
     }
     let (d, b) = fresh("loop");
     let lj = d.join("overlay-layers/layers.json");
@@ -283,10 +283,18 @@ fn oci_and_archive_verify_blobs_and_leave_no_partial_cache() {
         serde_json::from_slice(&std::fs::read(o.join("blobs/sha256").join(&b.manifest_digest[7..])).unwrap()).unwrap();
     let top = m["layers"][1]["digest"].as_str().unwrap().to_string();
     let blob = o.join("blobs/sha256").join(&top[7..]);
-    // Same uncompressed content, different compression: diff_id fine, blob digest wrong.
+    // Same uncompressed content, different compression: a size other than declared.
+    let gz = std::fs::read(&blob).unwrap();
     let raw = synth::layer_tar(&ims[0].layers[1]);
     std::fs::write(&blob, synth::compress(&raw, Comp::Zstd)).unwrap();
     let cache = t.path().join("cache1");
+    let e = store::resolve(&q(&o, &cache, "app:1")).unwrap_err();
+    assert!(e.to_string().contains("its descriptor says"), "{e}");
+    // Same size and uncompressed content (the gzip header's mtime changed): diff_id fine,
+    // blob digest wrong.
+    let mut other = gz.clone();
+    other[4] ^= 1;
+    std::fs::write(&blob, &other).unwrap();
     let e = store::resolve(&q(&o, &cache, "app:1")).unwrap_err();
     assert!(e.to_string().contains("blob sha256"), "{e}");
     assert!(!cache.join("layers/sha256").join(&b.diff_ids[1][7..]).exists(), "not cached");
@@ -315,7 +323,7 @@ fn oci_and_archive_verify_blobs_and_leave_no_partial_cache() {
     let e = store::resolve(&q(&o2, &cache, "app:1")).unwrap_err();
     assert!(e.to_string().contains("invalid digest"), "{e}");
     std::fs::write(o2.join("index.json"), "[1,2]").unwrap();
-    assert!(store::resolve(&q(&o2, &cache, "app:1")).unwrap_err().to_string().contains("invalid JSON"));
+    assert!(store::resolve(&q(&o2, &cache, "app:1")).unwrap_err().to_string().contains("expected an OCI index"));
 }
 
 /// A layer tar built by hand, entry by entry (for hostile names the builder refuses).
@@ -442,7 +450,7 @@ fn unprivileged_unpack_keeps_oci_whiteouts_and_hard_links() {
         assert_eq!(std::fs::read_link(dest.join("s")).unwrap(), Path::new("/etc/passwd"));
         assert_eq!(std::fs::metadata(dest.join("ro")).unwrap().permissions().mode() & 0o777, 0o555);
         assert_eq!(std::fs::read_to_string(dest.join("ro/inside")).unwrap(), "x");
-        let opq = unionmount::sys::store_ops::lgetxattr(&dest.join("d"), b"trusted.overlay.opaque").unwrap_or(None);
+        let opq = xattr::get(dest.join("d"), "trusted.overlay.opaque").unwrap_or(None);
         if privileged {
             assert_eq!(st.whiteouts, 2);
             assert!(std::fs::symlink_metadata(dest.join("d/gone")).unwrap().file_type().is_char_device());

@@ -192,7 +192,7 @@ fn make_record(plan: &Plan, whiteout: &str) -> MountRecord {
         Some((_, img)) => img
             .layers
             .iter()
-            .map(|l| LayerRecord { dir: l.dir.clone(), diff_id: Some(l.diff_id.clone()), layer_id: Some(l.layer_id.clone()) })
+            .map(|l| LayerRecord { dir: l.dir.clone(), diff_id: Some(l.diff_id.to_string()), layer_id: Some(l.layer_id.clone()) })
             .collect(),
         None => plan.spec.lowers.iter().map(|d| LayerRecord { dir: d.clone(), diff_id: None, layer_id: None }).collect(),
     };
@@ -202,7 +202,7 @@ fn make_record(plan: &Plan, whiteout: &str) -> MountRecord {
         upper: plan.spec.upper.clone(),
         work: plan.spec.work.clone(),
         image: plan.image.as_ref().map(|(r, _)| r.clone()),
-        image_id: plan.image.as_ref().map(|(_, i)| i.id.clone()),
+        image_id: plan.image.as_ref().map(|(_, i)| i.id.to_string()),
         store: plan.image.as_ref().map(|(_, i)| i.store.clone()),
         whiteout_format: whiteout.to_string(),
         pid: std::process::id(),

@@ -12,16 +12,21 @@
 //! a multi-gigabyte archive is not read to be listed. `manifest.json` is preferred; an
 //! archive with only `index.json` is read as an OCI layout through the same index.
 //!
-//! Invariants: member names are normalised (`./` dropped) and symlink members resolve
-//! only to members inside the archive (no `..` above its root, at most 8 hops); the
-//! image id is the sha256 of the config bytes, computed, never trusted; the archive is
-//! never written.
+//! Invariants: a name from the archive's JSON is only ever a key into the member index,
+//! never a file system path; member names are normalised (`./` dropped) and symlink
+//! members resolve only to members inside the archive (no `..` above its root, at most 8
+//! hops); a blob named `blobs/<algo>/<hex>` must match its digest; a member is read for
+//! exactly the size its header gives; the image id is the sha256 of the config bytes,
+//! computed, never trusted; a manifest.json entry that cannot be read spoils only its
+//! own names; the archive is never written.
 
-use super::oci::{Blobs, Descriptor, OciStore};
+use super::digest::Digest;
+use super::json::{self, MAX_CONFIG};
+use super::oci::{Blobs, LayerRef, OciStore};
 use super::{
-    ImageConfig, ImageRecord, MAX_JSON, ResolveCtx, ResolvedImage, StoreError, StoreKind,
-    parse_json,
+    BrokenImage, ImageConfig, ImageRecord, Listing, MAX_JSON, ResolveCtx, ResolvedImage, StoreError, StoreKind, shown,
 };
+use crate::sys::beneath::SizedReader;
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -62,7 +67,7 @@ impl ArchiveBlobs {
     pub fn index(path: &Path) -> Result<ArchiveBlobs, StoreError> {
         let f = std::fs::File::open(path).map_err(|e| StoreError::io(path, e))?;
         let mut ar = tar::Archive::new(f);
-        let bad = |e: std::io::Error| StoreError::corrupt(path, format!("bad tar: {e}"));
+        let bad = |e: std::io::Error| StoreError::corrupt(path, format!("bad tar: {}", shown::cause(&e.to_string())));
         let mut members = HashMap::new();
         for e in ar.entries_with_seek().map_err(bad)? {
             let e = e.map_err(bad)?;
@@ -91,8 +96,8 @@ impl ArchiveBlobs {
         Ok(ArchiveBlobs { path: Arc::new(path.to_path_buf()), members: Arc::new(members) })
     }
 
-    fn lookup(&self, rel: &str) -> Option<(u64, u64)> {
-        let mut name = norm(rel)?;
+    fn lookup(&self, rel: &Path) -> Option<(u64, u64)> {
+        let mut name = norm(rel.to_str()?)?;
         for _ in 0..8 {
             match self.members.get(&name)? {
                 Member::File { offset, size } => return Some((*offset, *size)),
@@ -108,30 +113,47 @@ impl ArchiveBlobs {
         }
         None
     }
+
+    fn member(&self, rel: &Path) -> Result<(u64, u64), StoreError> {
+        self.lookup(rel)
+            .ok_or_else(|| StoreError::Store { path: self.display(rel), detail: "no such member in the archive".into() })
+    }
+
+    fn open_at(&self, off: u64, size: u64) -> Result<Box<dyn Read + '_>, StoreError> {
+        let mut f = std::fs::File::open(&*self.path).map_err(|e| StoreError::io(&self.path, e))?;
+        f.seek(SeekFrom::Start(off)).map_err(|e| StoreError::io(&self.path, e))?;
+        Ok(Box::new(SizedReader::new(f.take(size), size)))
+    }
 }
 
 impl Blobs for ArchiveBlobs {
     fn root(&self) -> &Path {
         &self.path
     }
-    fn read(&self, rel: &str, cap: u64) -> Result<Vec<u8>, StoreError> {
-        let (r, _) = self.open(rel)?;
-        super::read_all_capped(r, cap, &self.display(rel))
+    fn display(&self, rel: &Path) -> PathBuf {
+        let mut s = self.path.as_os_str().to_os_string();
+        s.push(":");
+        s.push(rel.as_os_str());
+        PathBuf::from(s)
     }
-    fn open(&self, rel: &str) -> Result<(Box<dyn Read + '_>, u64), StoreError> {
-        let (off, size) = self.lookup(rel).ok_or_else(|| StoreError::Store {
-            path: self.display(rel),
-            detail: "no such member in the archive".into(),
-        })?;
-        let mut f = std::fs::File::open(&*self.path).map_err(|e| StoreError::io(&self.path, e))?;
-        f.seek(SeekFrom::Start(off)).map_err(|e| StoreError::io(&self.path, e))?;
-        Ok((Box::new(f.take(size)), size))
+    fn read(&self, rel: &Path, cap: u64) -> Result<Vec<u8>, StoreError> {
+        let (off, size) = self.member(rel)?;
+        if size > cap {
+            return Err(StoreError::corrupt(&self.display(rel), format!("larger than {cap} bytes ({size})")));
+        }
+        let mut b = Vec::with_capacity(size as usize);
+        self.open_at(off, size)?.read_to_end(&mut b).map_err(|e| StoreError::io(&self.display(rel), e))?;
+        Ok(b)
     }
-    fn exists(&self, rel: &str) -> bool {
+    fn open_sized(&self, rel: &Path, size: u64) -> Result<Box<dyn Read + '_>, StoreError> {
+        let (off, have) = self.member(rel)?;
+        if have != size {
+            return Err(StoreError::corrupt(&self.display(rel), format!("holds {have} bytes, its descriptor says {size}")));
+        }
+        self.open_at(off, size)
+    }
+    fn exists(&self, rel: &Path) -> bool {
         self.lookup(rel).is_some()
-    }
-    fn display(&self, rel: &str) -> PathBuf {
-        PathBuf::from(format!("{}:{rel}", self.path.display()))
     }
 }
 
@@ -145,17 +167,28 @@ struct SaveEntry {
     layers: Vec<String>,
 }
 
+/// An entry of manifest.json: the names it shows, and the entry or why it does not parse.
+type SaveItem = (Vec<String>, Result<SaveEntry, StoreError>);
+
 /// A `docker save` archive.
 pub struct ArchiveStore {
     oci: OciStore<ArchiveBlobs>,
     has_manifest: bool,
 }
 
+/// The names a manifest.json entry still shows when it does not parse.
+fn raw_tags(v: &serde_json::Value) -> Vec<String> {
+    v.get("RepoTags")
+        .and_then(|t| t.as_array())
+        .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+        .unwrap_or_default()
+}
+
 impl ArchiveStore {
     pub fn open(path: &Path) -> Result<ArchiveStore, StoreError> {
         let blobs = ArchiveBlobs::index(path)?;
-        let has_manifest = blobs.exists("manifest.json");
-        if !has_manifest && !blobs.exists("index.json") {
+        let has_manifest = blobs.exists(Path::new("manifest.json"));
+        if !has_manifest && !blobs.exists(Path::new("index.json")) {
             return Err(StoreError::Store {
                 path: path.into(),
                 detail: "tar has neither manifest.json nor index.json: not a docker save archive".into(),
@@ -167,28 +200,57 @@ impl ArchiveStore {
         self.oci.blobs.root()
     }
 
-    fn entries(&self) -> Result<Vec<SaveEntry>, StoreError> {
-        let b = self.oci.blobs.read("manifest.json", MAX_JSON)?;
-        parse_json(&b, &self.oci.blobs.display("manifest.json"))
+    fn manifest_path(&self) -> PathBuf {
+        self.oci.blobs.display(Path::new("manifest.json"))
     }
 
-    pub fn images(&self) -> Result<Vec<ImageRecord>, StoreError> {
+    /// The entries of manifest.json, each parsed on its own.
+    fn entries(&self) -> Result<Vec<SaveItem>, StoreError> {
+        let mp = self.manifest_path();
+        let b = self.oci.blobs.read(Path::new("manifest.json"), MAX_JSON)?;
+        let list: Vec<serde_json::Value> = json::parse(&b, &mp, "docker save's manifest.json (a list of images)")?;
+        Ok(list
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| (raw_tags(&v), json::from_value(v, &mp, &format!("entry {} to be an image", i + 1))))
+            .collect())
+    }
+
+    /// The config of one entry: its bytes and the id they hash to.
+    fn config(&self, e: &SaveEntry) -> Result<(Vec<u8>, Digest), StoreError> {
+        let rel = Path::new(&e.config);
+        let cb = self.oci.blobs.read(rel, MAX_CONFIG)?;
+        // A config stored as a blob carries its digest in its name: it must match.
+        if let Some(d) = blob_digest(&e.config)
+            && d.same_algorithm_of(&cb) != d
+        {
+            return Err(StoreError::corrupt(&self.oci.blobs.display(rel), format!("content does not match its name {d}")));
+        }
+        let id = Digest::sha256_of(&cb);
+        Ok((cb, id))
+    }
+
+    pub fn images(&self) -> Result<Listing, StoreError> {
         if !self.has_manifest {
             return self.oci.images();
         }
-        let mut out = Vec::new();
-        for (i, e) in self.entries()?.into_iter().enumerate() {
-            let cb = self.oci.blobs.read(&e.config, MAX_JSON)?;
+        let mut out = Listing::default();
+        for (i, (tags, e)) in self.entries()?.into_iter().enumerate() {
+            let r = e.and_then(|e| self.config(&e).map(|c| (e, c)));
+            let (e, (cb, id)) = match r {
+                Ok(x) => x,
+                Err(error) => {
+                    out.broken.push(BrokenImage { names: tags, bare_tags: Vec::new(), digests: Vec::new(), error });
+                    continue;
+                }
+            };
             let c: ImageConfig = serde_json::from_slice(&cb).unwrap_or_default();
-            out.push(ImageRecord {
-                id: super::digest::sha256_digest(&cb),
-                names: e.repo_tags.unwrap_or_default(),
-                key: i.to_string(),
-                created: c.created.clone(),
-                layer_count: Some(e.layers.len()),
-                size: Some(e.layers.iter().filter_map(|l| self.oci.blobs.lookup(l).map(|x| x.1)).sum()),
-                ..Default::default()
-            });
+            let mut rec = ImageRecord::new(id, i.to_string());
+            rec.names = e.repo_tags.unwrap_or_default();
+            rec.created = c.created.clone();
+            rec.layer_count = Some(e.layers.len());
+            rec.size = Some(e.layers.iter().filter_map(|l| self.oci.blobs.lookup(Path::new(l)).map(|x| x.1)).sum());
+            out.images.push(rec);
         }
         Ok(out)
     }
@@ -199,43 +261,55 @@ impl ArchiveStore {
             r.kind = StoreKind::Archive;
             return Ok(r);
         }
-        let mp = self.oci.blobs.display("manifest.json");
+        let mp = self.manifest_path();
         let i: usize = rec.key.parse().map_err(|_| StoreError::corrupt(&mp, "bad key"))?;
-        let entries = self.entries()?;
-        let e = entries.get(i).ok_or_else(|| StoreError::corrupt(&mp, "entry vanished"))?;
-        let cpath = self.oci.blobs.display(&e.config);
-        let cb = self.oci.blobs.read(&e.config, MAX_JSON)?;
-        if super::digest::sha256_digest(&cb) != rec.id {
+        let (_, e) = self.entries()?.into_iter().nth(i).ok_or_else(|| StoreError::corrupt(&mp, "entry vanished"))?;
+        let e = e?;
+        let cpath = self.oci.blobs.display(Path::new(&e.config));
+        let (cb, id) = self.config(&e)?;
+        if id != rec.id {
             return Err(StoreError::corrupt(&cpath, "config changed while reading"));
         }
         let cfg = ImageConfig::parse(&cb, &cpath)?;
-        let descs: Vec<Descriptor> = e
-            .layers
-            .iter()
-            .map(|l| {
-                // `blobs/sha256/<hex>` paths carry their digest; legacy paths do not.
-                let digest = norm(l)
-                    .and_then(|n| n.strip_prefix("blobs/sha256/").map(|h| format!("sha256:{h}")))
-                    .filter(|d| super::digest::parse_sha256(d).is_some())
-                    .unwrap_or_else(|| l.clone());
-                Descriptor { digest, size: self.oci.blobs.lookup(l).map(|x| x.1), ..Default::default() }
-            })
-            .collect();
-        let layers = self.oci.unpack_layers(rec, &descs, cfg.diff_ids(), &cpath, ctx)?;
+        let mut refs = Vec::with_capacity(e.layers.len());
+        for l in &e.layers {
+            let rel = PathBuf::from(l);
+            let (_, size) = self.oci.blobs.member(&rel).map_err(|_| StoreError::LayerMissing {
+                image: rec.display_names().first().cloned().unwrap_or_else(|| rec.id.to_string()),
+                layer: shown::name(l),
+                file: self.oci.blobs.display(&rel),
+            })?;
+            // `blobs/<algo>/<hex>` members carry their digest; legacy `<v1id>/layer.tar` do not.
+            refs.push(LayerRef { rel, size, digest: blob_digest(l) });
+        }
+        let layers = self.oci.unpack_layers(rec, &refs, cfg.diff_ids(), &cpath, ctx)?;
         let mut r = self.oci.finish(rec, cfg, layers);
         r.kind = StoreKind::Archive;
         Ok(r)
     }
 }
 
+/// The digest a `blobs/<algo>/<hex>` member name carries.
+fn blob_digest(name: &str) -> Option<Digest> {
+    let n = norm(name)?;
+    let rest = n.strip_prefix("blobs/")?;
+    let (algo, hex) = rest.split_once('/')?;
+    Digest::parse(&format!("{algo}:{hex}")).ok()
+}
+
 #[cfg(test)]
 mod tests {
-    use super::norm;
+    use super::*;
 
     #[test]
     fn names() {
         assert_eq!(norm("./a/b").as_deref(), Some("a/b"));
         assert_eq!(norm("a/../b").as_deref(), Some("b"));
         assert_eq!(norm("../b"), None);
+        let h = "a".repeat(64);
+        assert_eq!(blob_digest(&format!("blobs/sha256/{h}")).unwrap().hex(), h);
+        assert_eq!(blob_digest(&format!("./blobs/sha256/{h}")).unwrap().hex(), h);
+        assert!(blob_digest("abc/layer.tar").is_none());
+        assert!(blob_digest("blobs/sha256/../x").is_none());
     }
 }

@@ -2,12 +2,15 @@
 //!
 //! ```text
 //! CACHE/                               --cache, default /var/cache/unionmount (root)
-//! ├── layers/sha256/<diff_id hex>/     or $XDG_CACHE_HOME/unionmount, ~/.cache/unionmount
+//! ├── layers/<algo>/<diff_id hex>/     or $XDG_CACHE_HOME/unionmount, ~/.cache/unionmount
 //! │   ├── diff/                        the layer tree
 //! │   └── meta.json                    {"diff_id","whiteouts","size","blob_digest"}
 //! └── tmp/<hex>.<pid>.<nanos>/         an unpack in progress (mode 0700), same layout
 //! ```
 //! Invariants:
+//! - an entry is named only by its diff_id ([`Digest::content_path`]) and read beneath the
+//!   cache's directory fd without following a symlink; its meta.json is capped and must
+//!   name the same diff_id;
 //! - an entry under `layers/` is complete and verified: it is unpacked into `tmp/`, the
 //!   sha256 of the uncompressed stream must equal the diff_id (and of the compressed blob,
 //!   when known, its manifest digest), then the whole directory is renamed into place;
@@ -16,9 +19,10 @@
 //! - `meta.json` records the whiteout form used, so the mount knows how to read it;
 //! - a failed unpack leaves nothing under `layers/` (its tmp dir is removed).
 
-use super::digest::{HashingReader, parse_sha256};
+use super::digest::{Algorithm, Digest, VerifyingReader};
 use super::unpack::{self, Options};
 use super::{StoreError, WhiteoutFormat};
+use crate::sys::beneath::Beneath;
 use std::io::{BufRead, BufReader, IsTerminal, Read};
 use std::path::{Path, PathBuf};
 
@@ -28,12 +32,12 @@ const PROGRESS_MIN: u64 = 8 << 20;
 /// What the cache records about an entry.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct EntryMeta {
-    pub diff_id: String,
+    pub diff_id: Digest,
     pub whiteouts: WhiteoutFormat,
     /// Bytes of regular file content.
     pub size: u64,
     #[serde(default)]
-    pub blob_digest: Option<String>,
+    pub blob_digest: Option<Digest>,
 }
 
 /// A layer present in the cache.
@@ -45,11 +49,11 @@ pub struct CachedLayer {
 
 /// A layer blob to unpack.
 pub struct LayerSource<'a> {
-    /// Expected sha256 of the uncompressed tar.
-    pub diff_id: &'a str,
-    /// Expected sha256 of the blob as stored (compressed), when the manifest gives one.
-    pub blob_digest: Option<&'a str>,
-    /// Blob size for the progress bar.
+    /// Expected digest of the uncompressed tar.
+    pub diff_id: &'a Digest,
+    /// Expected digest of the blob as stored (compressed), when the manifest gives one.
+    pub blob_digest: Option<&'a Digest>,
+    /// Blob size (exact: the opener enforces it), for the progress bar.
     pub size: u64,
     /// Where the blob lives, for messages (`archive.tar:blobs/sha256/…`).
     pub file: PathBuf,
@@ -57,19 +61,26 @@ pub struct LayerSource<'a> {
     pub open: &'a dyn Fn() -> Result<Box<dyn Read + 'a>, StoreError>,
 }
 
+/// Largest meta.json read.
+const MAX_META: u64 = 64 << 10;
+
+/// An entry's directory relative to the cache root.
+fn entry_rel(diff_id: &Digest) -> PathBuf {
+    Path::new("layers").join(diff_id.content_path())
+}
+
 /// The entry directory of `diff_id` (whether or not it exists).
-pub fn entry_path(cache: &Path, diff_id: &str) -> PathBuf {
-    let hex = diff_id.strip_prefix("sha256:").unwrap_or(diff_id);
-    cache.join("layers/sha256").join(hex)
+pub fn entry_path(cache: &Path, diff_id: &Digest) -> PathBuf {
+    cache.join(entry_rel(diff_id))
 }
 
 /// The cached layer for `diff_id`, if complete.
-pub fn lookup(cache: &Path, diff_id: &str) -> Option<CachedLayer> {
-    let e = entry_path(cache, diff_id);
-    let b = super::read_capped(&e.join("meta.json"), 1 << 20).ok()?;
+pub fn lookup(cache: &Path, diff_id: &Digest) -> Option<CachedLayer> {
+    let root = Beneath::open(cache).ok()?;
+    let rel = entry_rel(diff_id);
+    let b = root.read_capped(&rel.join("meta.json"), MAX_META).ok()?;
     let meta: EntryMeta = serde_json::from_slice(&b).ok()?;
-    let dir = e.join("diff");
-    (meta.diff_id == diff_id && dir.is_dir()).then_some(CachedLayer { dir, meta })
+    (meta.diff_id == *diff_id && root.is_dir(&rel.join("diff"))).then(|| CachedLayer { dir: cache.join(rel).join("diff"), meta })
 }
 
 #[derive(Clone, Copy)]
@@ -91,7 +102,7 @@ fn sniff(head: &[u8]) -> Compression {
 
 /// Hashes the compressed stream as it is read and drives the progress bar.
 struct Tap<R> {
-    inner: HashingReader<R>,
+    inner: VerifyingReader<R>,
     bar: Option<indicatif::ProgressBar>,
 }
 
@@ -121,10 +132,10 @@ fn progress(size: u64, what: &str) -> Option<indicatif::ProgressBar> {
     Some(b)
 }
 
-/// Create `CACHE/layers/sha256` and `CACHE/tmp`. `layers/` and `tmp/` are mode 0700:
+/// Create `CACHE/layers/<algo>` and `CACHE/tmp`. `layers/` and `tmp/` are mode 0700:
 /// unpacked trees keep setuid bits and device nodes, which must not be reachable by
 /// other users (Docker keeps its overlay2 dir private for the same reason).
-fn prepare(cache: &Path) -> Result<(), StoreError> {
+fn prepare(cache: &Path, algo: Algorithm) -> Result<(), StoreError> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::create_dir_all(cache).map_err(|e| StoreError::io(cache, e))?;
     for d in [cache.join("layers"), cache.join("tmp")] {
@@ -134,7 +145,7 @@ fn prepare(cache: &Path) -> Result<(), StoreError> {
             Err(e) => return Err(StoreError::io(&d, e)),
         }
     }
-    let l = cache.join("layers/sha256");
+    let l = cache.join("layers").join(algo.name());
     std::fs::create_dir_all(&l).map_err(|e| StoreError::io(&l, e))
 }
 
@@ -160,10 +171,9 @@ pub fn ensure(cache: &Path, src: &LayerSource<'_>) -> Result<CachedLayer, StoreE
     if let Some(c) = lookup(cache, src.diff_id) {
         return Ok(c);
     }
-    let hex = parse_sha256(src.diff_id)
-        .ok_or_else(|| StoreError::corrupt(&src.file, format!("invalid diff_id {:?}", src.diff_id)))?;
+    let hex = src.diff_id.hex();
     let tmp_root = cache.join("tmp");
-    prepare(cache)?;
+    prepare(cache, src.diff_id.algorithm())?;
     clean_stale(&tmp_root);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -200,40 +210,41 @@ fn unpack_into(tmp: &Path, src: &LayerSource<'_>) -> Result<EntryMeta, StoreErro
     let privileged = crate::sys::euid() == 0;
     let file = &src.file;
     let bad = |d: String| StoreError::corrupt(file, d);
-    let short = src.diff_id.strip_prefix("sha256:").unwrap_or(src.diff_id);
-    let name = format!("layer {}", &short[..short.len().min(12)]);
+    let name = format!("layer {}", &src.diff_id.hex()[..12]);
     let raw = (src.open)()?;
-    let tap = Tap { inner: HashingReader::new(raw), bar: progress(src.size, &name) };
+    let blob_algo = src.blob_digest.map_or(Algorithm::Sha256, Digest::algorithm);
+    let tap = Tap { inner: VerifyingReader::new(raw, blob_algo), bar: progress(src.size, &name) };
     let mut buf = BufReader::with_capacity(256 << 10, tap);
     let head = buf.fill_buf().map_err(|e| bad(format!("read error: {e}")))?.to_vec();
     let diff = tmp.join("diff");
     std::fs::create_dir(&diff).map_err(|e| StoreError::io(&diff, e))?;
     let opts = Options { privileged };
+    let algo = src.diff_id.algorithm();
     let drain = |b: &mut BufReader<Tap<Box<dyn Read + '_>>>| {
         std::io::copy(b, &mut std::io::sink()).map_err(|e| bad(format!("read error: {e}")))
     };
     let (stats, uncompressed, mut buf) = match sniff(&head) {
         Compression::None => {
-            let mut h = HashingReader::new(buf);
+            let mut h = VerifyingReader::new(buf, algo);
             let s = unpack::unpack(&mut h, &diff, opts).map_err(bad)?;
-            let (d, _, b) = h.finish_keep().map_err(|e| bad(format!("read error: {e}")))?;
+            let (d, _, b) = h.finish().map_err(|e| bad(format!("read error: {e}")))?;
             (s, d, b)
         }
         Compression::Gzip => {
-            let mut h = HashingReader::new(flate2::bufread::MultiGzDecoder::new(buf));
+            let mut h = VerifyingReader::new(flate2::bufread::MultiGzDecoder::new(buf), algo);
             let s = unpack::unpack(&mut h, &diff, opts).map_err(bad)?;
-            let (d, _, dec) = h.finish_keep().map_err(|e| bad(format!("gzip: {e}")))?;
+            let (d, _, dec) = h.finish().map_err(|e| bad(format!("gzip: {e}")))?;
             (s, d, dec.into_inner())
         }
         Compression::Zstd => {
             let dec = zstd::stream::read::Decoder::with_buffer(buf).map_err(|e| bad(format!("zstd: {e}")))?;
-            let mut h = HashingReader::new(dec);
+            let mut h = VerifyingReader::new(dec, algo);
             let s = unpack::unpack(&mut h, &diff, opts).map_err(bad)?;
-            let (d, _, dec) = h.finish_keep().map_err(|e| bad(format!("zstd: {e}")))?;
+            let (d, _, dec) = h.finish().map_err(|e| bad(format!("zstd: {e}")))?;
             (s, d, dec.finish())
         }
     };
-    if uncompressed != src.diff_id {
+    if uncompressed != *src.diff_id {
         return Err(bad(format!("uncompressed sha256 is {uncompressed}, expected diff_id {}", src.diff_id)));
     }
     drain(&mut buf)?;
@@ -241,16 +252,16 @@ fn unpack_into(tmp: &Path, src: &LayerSource<'_>) -> Result<EntryMeta, StoreErro
     if let Some(b) = &tap.bar {
         b.finish_and_clear();
     }
-    let (blob, _) = tap.inner.finish().map_err(|e| bad(format!("read error: {e}")))?;
+    let (blob, _, _) = tap.inner.finish().map_err(|e| bad(format!("read error: {e}")))?;
     if let Some(want) = src.blob_digest
-        && blob != want {
+        && blob != *want {
             return Err(bad(format!("blob sha256 is {blob}, manifest says {want}")));
         }
     let meta = EntryMeta {
-        diff_id: src.diff_id.to_string(),
+        diff_id: src.diff_id.clone(),
         whiteouts: if privileged { WhiteoutFormat::CharDevice } else { WhiteoutFormat::WhFiles },
         size: stats.bytes,
-        blob_digest: src.blob_digest.map(str::to_string),
+        blob_digest: src.blob_digest.cloned(),
     };
     let mj = tmp.join("meta.json");
     let text = serde_json::to_vec_pretty(&meta).map_err(|e| StoreError::Other(e.to_string()))?;

@@ -11,120 +11,158 @@
 //! │   └── volatile-layers.json (optional, same shape)
 //! └── overlay/<layer id>/diff/ the layer tree
 //! ```
-//! Invariants: layer ids pass [`check_component`] before they become paths; the parent
-//! walk from the image's top layer stops on a cycle or after [`MAX_LAYERS`] layers; a
-//! config, when present, must hash to the image id. Whiteouts may be char devices or
-//! `.wh.` files depending on how the store was written, so layers are marked `Either`.
-//! Nothing is written.
+//! Invariants: every file is read beneath the root's directory fd without following a
+//! symlink; image and layer ids are [`StoreId`]s and digests [`Digest`]s before they are
+//! used; an images.json or layers.json entry that does not parse spoils only the images
+//! that use it; the parent walk from the image's top layer stops on a cycle or after
+//! [`MAX_LAYERS`] layers; a config, when present, must hash to the image id. Whiteouts may
+//! be char devices or `.wh.` files depending on how the store was written, so layers are
+//! marked `Either`. Nothing is written.
 
-use super::digest::{check_component, is_hex64, sha256_digest};
+use super::digest::{Digest, StoreId};
+use super::shown;
 use super::{
-    ImageConfig, ImageRecord, MAX_JSON, ResolvedImage, ResolvedLayer, StoreError, StoreKind,
-    WhiteoutFormat, parse_json, read_capped,
+    BrokenImage, ImageConfig, ImageRecord, Listing, MAX_JSON, ResolvedImage, ResolvedLayer, StoreError, StoreKind,
+    WhiteoutFormat, json,
 };
+use crate::sys::beneath::Beneath;
+use base64::Engine as _;
 use std::collections::{HashMap, HashSet};
+use std::io;
 use std::path::{Path, PathBuf};
 
 /// Longest parent chain we follow.
 pub const MAX_LAYERS: usize = 4096;
 
+const IMAGES: &str = "overlay-images/images.json";
+const LAYERS: &str = "overlay-layers/layers.json";
+
 /// A containers-storage root.
 pub struct CStore {
     pub root: PathBuf,
+    dir: Beneath,
 }
 
 #[derive(Debug, Clone, serde::Deserialize)]
 struct CsImage {
-    id: String,
+    id: StoreId,
     #[serde(default)]
     names: Option<Vec<String>>,
     #[serde(default)]
     layer: Option<String>,
     #[serde(default)]
-    digest: Option<String>,
+    digest: Option<Digest>,
     #[serde(default)]
-    digests: Option<Vec<String>>,
+    digests: Option<Vec<Digest>>,
     #[serde(default)]
     created: Option<String>,
 }
 
 #[derive(Debug, Clone, serde::Deserialize)]
 struct CsLayer {
-    id: String,
+    id: StoreId,
     #[serde(default)]
     parent: Option<String>,
     #[serde(rename = "diff-digest", default)]
-    diff_digest: Option<String>,
+    diff_digest: Option<Digest>,
     #[serde(rename = "diff-size", default)]
     diff_size: Option<u64>,
 }
 
-/// Standard base64 with padding (containers-storage names big-data files with it).
-pub fn base64(data: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut s = String::with_capacity(data.len().div_ceil(3) * 4);
-    for c in data.chunks(3) {
-        let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
-        for i in 0..4 {
-            if i <= c.len() {
-                s.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                s.push('=');
-            }
-        }
-    }
-    s
+/// layers.json and volatile-layers.json: the entries that parse, and why others did not
+/// (by the id they claim, when they have a string one).
+#[derive(Default)]
+struct Layers {
+    ok: HashMap<StoreId, CsLayer>,
+    bad: HashMap<String, StoreError>,
+}
+
+/// images.json: the entries that parse (with their position) and those that do not.
+type RawImages = (Vec<(usize, CsImage)>, Vec<BrokenImage>);
+
+/// The names an unparsable entry still shows, so only references to it fail.
+fn raw_names(v: &serde_json::Value) -> Vec<String> {
+    v.get("names")
+        .and_then(|n| n.as_array())
+        .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+        .unwrap_or_default()
 }
 
 impl CStore {
-    pub fn new(root: &Path) -> CStore {
-        CStore { root: root.to_path_buf() }
+    pub fn open(root: &Path) -> Result<CStore, StoreError> {
+        let dir = Beneath::open(root).map_err(|e| StoreError::io(root, e))?;
+        Ok(CStore { root: root.to_path_buf(), dir })
     }
 
-    fn raw_images(&self) -> Result<Vec<CsImage>, StoreError> {
-        let p = self.root.join("overlay-images/images.json");
-        if !p.exists() {
-            return Ok(Vec::new());
+    /// A JSON list file; None when absent.
+    fn list(&self, rel: &str, what: &str) -> Result<Option<Vec<serde_json::Value>>, StoreError> {
+        let p = self.root.join(rel);
+        match self.dir.read_capped(Path::new(rel), MAX_JSON) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::io(&p, e)),
+            Ok(b) => json::parse(&b, &p, what).map(Some),
         }
-        parse_json(&read_capped(&p, MAX_JSON)?, &p)
     }
 
-    fn layers(&self) -> Result<HashMap<String, CsLayer>, StoreError> {
-        let mut m = HashMap::new();
-        for f in ["layers.json", "volatile-layers.json"] {
-            let p = self.root.join("overlay-layers").join(f);
-            if !p.exists() {
-                continue;
-            }
-            let v: Vec<CsLayer> = parse_json(&read_capped(&p, MAX_JSON)?, &p)?;
-            for l in v {
-                m.insert(l.id.clone(), l);
+    /// Parsed images with their entry index, and broken entries.
+    fn raw_images(&self) -> Result<RawImages, StoreError> {
+        let p = self.root.join(IMAGES);
+        let mut ok = Vec::new();
+        let mut broken = Vec::new();
+        for (i, v) in self.list(IMAGES, "a list of images")?.unwrap_or_default().into_iter().enumerate() {
+            let names = raw_names(&v);
+            match json::from_value::<CsImage>(v, &p, &format!("image entry {} to be an image", i + 1)) {
+                Ok(im) => ok.push((i, im)),
+                Err(error) => broken.push(BrokenImage { names, bare_tags: Vec::new(), digests: Vec::new(), error }),
             }
         }
-        Ok(m)
+        Ok((ok, broken))
     }
 
-    fn config_path(&self, hex: &str) -> PathBuf {
-        let key = format!("sha256:{hex}");
-        self.root.join("overlay-images").join(hex).join(format!("={}", base64(key.as_bytes())))
+    fn layers(&self) -> Result<Layers, StoreError> {
+        let mut out = Layers::default();
+        for f in [LAYERS, "overlay-layers/volatile-layers.json"] {
+            let p = self.root.join(f);
+            for (i, v) in self.list(f, "a list of layers")?.unwrap_or_default().into_iter().enumerate() {
+                let raw_id = v.get("id").and_then(|x| x.as_str()).map(str::to_string);
+                match json::from_value::<CsLayer>(v, &p, &format!("layer entry {} to be a layer", i + 1)) {
+                    Ok(l) => {
+                        out.ok.insert(l.id.clone(), l);
+                    }
+                    Err(e) => {
+                        if let Some(id) = raw_id {
+                            out.bad.insert(id, e);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn config_rel(id: &StoreId) -> PathBuf {
+        let key = format!("sha256:{id}");
+        let name = format!("={}", base64::engine::general_purpose::STANDARD.encode(key.as_bytes()));
+        Path::new("overlay-images").join(id.path()).join(name)
     }
 
     /// The chain of layers from `top` down to the base, top first.
-    fn chain(&self, image: &str, top: &str, all: &HashMap<String, CsLayer>) -> Result<Vec<CsLayer>, StoreError> {
-        let lj = self.root.join("overlay-layers/layers.json");
+    fn chain(&self, image: &str, top: &str, all: &Layers) -> Result<Vec<CsLayer>, StoreError> {
+        let lj = self.root.join(LAYERS);
         let mut out = Vec::new();
         let mut seen = HashSet::new();
         let mut cur = Some(top.to_string());
-        while let Some(id) = cur.filter(|s| !s.is_empty()) {
-            if let Err(why) = check_component(&id) {
-                return Err(StoreError::corrupt(&lj, format!("unsafe layer id {id:?}: {why}")));
+        while let Some(raw) = cur.filter(|s| !s.is_empty()) {
+            if let Some(e) = all.bad.get(&raw) {
+                return Err(e.clone());
             }
+            let id = StoreId::parse(&raw).map_err(|e| StoreError::corrupt(&lj, format!("layer of {}: {e}", shown::name(image))))?;
             if !seen.insert(id.clone()) || out.len() >= MAX_LAYERS {
-                return Err(StoreError::corrupt(&lj, format!("layer parent chain of {image} loops or is too long")));
+                return Err(StoreError::corrupt(&lj, format!("layer parent chain of {} loops or is too long", shown::name(image))));
             }
-            let l = all.get(&id).ok_or_else(|| StoreError::LayerMissing {
+            let l = all.ok.get(&id).ok_or_else(|| StoreError::LayerMissing {
                 image: image.to_string(),
-                layer: id.clone(),
+                layer: id.to_string(),
                 file: lj.clone(),
             })?;
             cur = l.parent.clone();
@@ -133,85 +171,94 @@ impl CStore {
         Ok(out)
     }
 
-    pub fn images(&self) -> Result<Vec<ImageRecord>, StoreError> {
+    pub fn images(&self) -> Result<Listing, StoreError> {
         let layers = self.layers().unwrap_or_default();
-        let mut out = Vec::new();
-        for im in self.raw_images()? {
-            if !is_hex64(&im.id) {
-                log::warn!("containers-storage: skipping image with invalid id {:?}", im.id);
-                continue;
-            }
-            let mut digests: Vec<String> = im.digests.clone().unwrap_or_default();
+        let (raw, mut broken) = self.raw_images()?;
+        let mut images = Vec::new();
+        for (i, im) in raw {
+            let names = im.names.clone().unwrap_or_default();
+            let id = match Digest::from_sha256_hex(im.id.as_str()) {
+                Ok(d) => d,
+                Err(e) => {
+                    let error = StoreError::corrupt(&self.root.join(IMAGES), format!("image entry {}: {e}", i + 1));
+                    broken.push(BrokenImage { names, bare_tags: Vec::new(), digests: Vec::new(), error });
+                    continue;
+                }
+            };
+            let mut digests: Vec<Digest> = im.digests.clone().unwrap_or_default();
             digests.extend(im.digest.clone());
             digests.sort();
             digests.dedup();
-            let chain = im
-                .layer
-                .as_deref()
-                .and_then(|t| self.chain(&im.id, t, &layers).ok());
-            out.push(ImageRecord {
-                id: format!("sha256:{}", im.id),
-                names: im.names.clone().unwrap_or_default(),
-                digests,
-                key: im.id.clone(),
-                created: im.created.clone(),
-                layer_count: chain.as_ref().map(Vec::len),
-                size: chain.as_ref().map(|c| c.iter().filter_map(|l| l.diff_size).sum()),
-                ..Default::default()
-            });
+            let chain = im.layer.as_deref().and_then(|t| self.chain(im.id.as_str(), t, &layers).ok());
+            let mut rec = ImageRecord::new(id, im.id.as_str());
+            rec.names = names;
+            rec.digests = digests;
+            rec.created = im.created.clone();
+            rec.layer_count = chain.as_ref().map(Vec::len);
+            rec.size = chain.as_ref().map(|c| c.iter().filter_map(|l| l.diff_size).sum());
+            images.push(rec);
         }
-        Ok(out)
+        Ok(Listing { images, broken })
     }
 
     pub fn resolve(&self, rec: &ImageRecord) -> Result<ResolvedImage, StoreError> {
-        let ij = self.root.join("overlay-images/images.json");
-        let im = self
-            .raw_images()?
+        let ij = self.root.join(IMAGES);
+        let (raw, _) = self.raw_images()?;
+        let im = raw
             .into_iter()
-            .find(|i| i.id == rec.key)
-            .ok_or_else(|| StoreError::corrupt(&ij, format!("image {} vanished", rec.key)))?;
-        let image = rec.names.first().cloned().unwrap_or_else(|| rec.id.clone());
+            .map(|(_, im)| im)
+            .find(|i| i.id.as_str() == rec.key)
+            .ok_or_else(|| StoreError::corrupt(&ij, format!("image {} vanished", shown::name(&rec.key))))?;
+        let image = rec.names.first().cloned().unwrap_or_else(|| rec.id.to_string());
         let all = self.layers()?;
         let chain = match im.layer.as_deref() {
             Some(t) if !t.is_empty() => self.chain(&image, t, &all)?,
             _ => Vec::new(),
         };
         // The config (optional in the store): verify and use for history.
-        let cp = self.config_path(&im.id);
-        let mut cfg = ImageConfig::default();
-        if cp.exists() {
-            let bytes = read_capped(&cp, MAX_JSON)?;
-            let got = sha256_digest(&bytes);
-            if got != rec.id {
-                return Err(StoreError::corrupt(&cp, format!("sha256 is {got}, expected {}", rec.id)));
+        let crel = Self::config_rel(&im.id);
+        let cp = self.root.join(&crel);
+        let cfg = match self.dir.read_capped(&crel, json::MAX_CONFIG) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => ImageConfig::default(),
+            Err(e) => return Err(StoreError::io(&cp, e)),
+            Ok(bytes) => {
+                let got = rec.id.same_algorithm_of(&bytes);
+                if got != rec.id {
+                    return Err(StoreError::corrupt(&cp, format!("content has digest {got}, expected {}", rec.id)));
+                }
+                ImageConfig::parse(&bytes, &cp)?
             }
-            cfg = ImageConfig::parse(&bytes, &cp)?;
-        }
+        };
         let history = cfg.layer_history();
         let n = chain.len();
+        let config_ids = (cfg.diff_ids().len() == n).then(|| cfg.diff_ids());
+        let lj = self.root.join(LAYERS);
         let mut layers = Vec::with_capacity(n);
         for (i, l) in chain.iter().enumerate() {
-            let dir = self.root.join("overlay").join(&l.id).join("diff");
-            match std::fs::symlink_metadata(&dir) {
+            let rel = Path::new("overlay").join(l.id.path()).join("diff");
+            let dir = self.root.join(&rel);
+            match self.dir.stat(&rel) {
                 Ok(m) if m.is_dir() => {}
                 Ok(_) => return Err(StoreError::corrupt(&dir, "not a directory")),
-                Err(_) => {
-                    return Err(StoreError::LayerMissing { image: image.clone(), layer: l.id.clone(), file: dir });
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Err(StoreError::LayerMissing { image: image.clone(), layer: l.id.to_string(), file: dir });
                 }
+                Err(e) => return Err(StoreError::io(&dir, e)),
             }
-            let diff_id = l.diff_digest.clone().unwrap_or_default();
             let bottom_index = n - 1 - i;
-            if let Some(want) = cfg.diff_ids().get(bottom_index)
-                && !diff_id.is_empty() && *want != diff_id && cfg.diff_ids().len() == n {
-                    return Err(StoreError::corrupt(
-                        &self.root.join("overlay-layers/layers.json"),
-                        format!("layer {} has diff-digest {diff_id}, config says {want}", l.id),
-                    ));
+            let want = config_ids.map(|c| &c[bottom_index]);
+            let diff_id = match (&l.diff_digest, want) {
+                (Some(d), Some(w)) if d != w => {
+                    return Err(StoreError::corrupt(&lj, format!("layer {} has diff-digest {d}, config says {w}", l.id)));
                 }
+                (Some(d), _) => d.clone(),
+                (None, Some(w)) => w.clone(),
+                (None, None) => return Err(StoreError::corrupt(&lj, format!("layer {} has no diff-digest", l.id))),
+            };
             layers.push(ResolvedLayer {
                 dir,
                 diff_id,
-                layer_id: l.id.clone(),
+                layer_id: l.id.to_string(),
                 whiteouts: WhiteoutFormat::Either,
                 size: l.diff_size,
                 created_by: if history.len() == n { history[bottom_index].clone() } else { None },
@@ -233,16 +280,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn base64_matches_fixture_name() {
+    fn config_name_matches_fixture() {
         // From the fixture: overlay-images/07267…/=c2hhMjU2OjA3MjY3…
-        let id = "07267ddda5c4ef59ad6017e0abcd3155cbfae7e8d1756e028f977f3c5429b98d";
+        let id = StoreId::parse("07267ddda5c4ef59ad6017e0abcd3155cbfae7e8d1756e028f977f3c5429b98d").unwrap();
         assert_eq!(
-            base64(format!("sha256:{id}").as_bytes()),
-            "c2hhMjU2OjA3MjY3ZGRkYTVjNGVmNTlhZDYwMTdlMGFiY2QzMTU1Y2JmYWU3ZThkMTc1NmUwMjhmOTc3ZjNjNTQyOWI5OGQ="
+            CStore::config_rel(&id),
+            Path::new("overlay-images").join(id.as_str()).join(
+                "=c2hhMjU2OjA3MjY3ZGRkYTVjNGVmNTlhZDYwMTdlMGFiY2QzMTU1Y2JmYWU3ZThkMTc1NmUwMjhmOTc3ZjNjNTQyOWI5OGQ="
+            )
         );
-        assert_eq!(base64(b""), "");
-        assert_eq!(base64(b"f"), "Zg==");
-        assert_eq!(base64(b"fo"), "Zm8=");
-        assert_eq!(base64(b"foo"), "Zm9v");
     }
 }

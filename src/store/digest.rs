@@ -212,6 +212,12 @@ impl PartialEq<String> for Digest {
     }
 }
 
+impl PartialEq<Digest> for String {
+    fn eq(&self, o: &Digest) -> bool {
+        *self == o.0
+    }
+}
+
 impl serde::Serialize for Digest {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&self.0)
@@ -394,63 +400,6 @@ impl serde::Serialize for StoreId {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&self.0)
     }
-}
-
-// ---- Transitional string helpers: removed once every store uses the types above. ----
-
-/// `sha256:<hex>` of `data`.
-pub fn sha256_digest(data: &[u8]) -> String {
-    Digest::sha256_of(data).0
-}
-
-/// Validate `sha256:<64 hex>` and return the hex part.
-pub fn parse_sha256(d: &str) -> Option<&str> {
-    d.strip_prefix("sha256:").filter(|h| is_hex64(h))
-}
-
-/// Normalise an id given as `sha256:<hex>` or bare `<hex>` to `sha256:<hex>`.
-pub fn normalize_id(s: &str) -> Option<String> {
-    let h = s.strip_prefix("sha256:").unwrap_or(s);
-    is_hex64(h).then(|| format!("sha256:{h}"))
-}
-
-/// Why a store-provided name cannot be used as a path component.
-pub fn check_component(s: &str) -> Result<(), String> {
-    StoreId::parse(s).map(drop).map_err(|e| e.to_string())
-}
-
-/// A reader that hashes (sha256) every byte it yields and counts them.
-pub struct HashingReader<R>(VerifyingReader<R>);
-
-impl<R: Read> HashingReader<R> {
-    pub fn new(inner: R) -> Self {
-        HashingReader(VerifyingReader::new(inner, Algorithm::Sha256))
-    }
-    pub fn finish(self) -> std::io::Result<(String, u64)> {
-        self.0.finish().map(|(d, n, _)| (d.0, n))
-    }
-    pub fn finish_keep(self) -> std::io::Result<(String, u64, R)> {
-        self.0.finish().map(|(d, n, r)| (d.0, n, r))
-    }
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.0.read(buf)
-    }
-}
-
-/// Chain IDs of string diff_ids (each already validated).
-pub fn chain_id_strings(diff_ids: &[String]) -> Vec<String> {
-    let mut out: Vec<String> = Vec::with_capacity(diff_ids.len());
-    for d in diff_ids {
-        let next = match out.last() {
-            None => d.clone(),
-            Some(prev) => sha256_digest(format!("{prev} {d}").as_bytes()),
-        };
-        out.push(next);
-    }
-    out
 }
 
 #[cfg(test)]

@@ -3,25 +3,32 @@
 //! ```text
 //! DIR/
 //! ├── oci-layout                {"imageLayoutVersion":"1.0.0"}
-//! ├── index.json                {"manifests":[{"digest":"sha256:…","mediaType":"…manifest…",
+//! ├── index.json                {"manifests":[{"digest":"sha256:…","size":N,"mediaType":"…manifest…",
 //! │                               "annotations":{"org.opencontainers.image.ref.name":"app"}}]}
-//! └── blobs/sha256/<hex>        manifests, nested indexes, configs, layers (tar/gzip/zstd)
+//! └── blobs/<algo>/<hex>        manifests, nested indexes, configs, layers (tar/gzip/zstd)
 //! ```
 //! index.json → (nested index, platform chosen for this machine) → manifest → config
 //! (`rootfs.diff_ids`) + layers. Ref names that are a full reference (`example.com/a:t`)
 //! match like any name; a bare tag (`app`) matches any repository with that tag.
 //!
-//! Invariants: every blob path is built from a validated `sha256:<64 hex>` digest; every
-//! manifest, index and config read is checked against its digest; layers are verified by
-//! the cache while unpacking (blob digest and diff_id). Nesting is limited to
-//! [`MAX_DEPTH`] indexes. The layout is never written.
+//! Invariants: a descriptor parses only with a valid [`Digest`] and a `size`; its blob
+//! path is [`Digest::blob_path`], opened beneath the layout (directory fd, no symlinks,
+//! regular files only) or looked up in the archive's member index; a blob must hold
+//! exactly `size` bytes; manifests, indexes and configs are capped
+//! ([`json::MAX_MANIFEST`], [`json::MAX_CONFIG`]) before they are read and checked
+//! against their digest after; layers are verified by the cache while unpacking (blob
+//! digest and diff_id). Nesting is limited to [`MAX_DEPTH`] indexes. An index.json entry
+//! that cannot be followed spoils only the references that select it. The layout is never
+//! written.
 
 use super::cache::{self, LayerSource};
-use super::digest::{parse_sha256, sha256_digest};
+use super::digest::Digest;
+use super::json::{self, MAX_CONFIG, MAX_MANIFEST};
 use super::{
-    ImageConfig, ImageRecord, MAX_JSON, ResolveCtx, ResolvedImage, ResolvedLayer, StoreError,
-    StoreKind, WhiteoutFormat, parse_object,
+    BrokenImage, ImageConfig, ImageRecord, Listing, MAX_JSON, ResolveCtx, ResolvedImage, ResolvedLayer, StoreError,
+    StoreKind, WhiteoutFormat, shown, split_bare,
 };
+use crate::sys::beneath::Beneath;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -36,24 +43,26 @@ const CONTAINERD_NAME: &str = "io.containerd.image.name";
 pub trait Blobs {
     /// The layout (directory or archive file), for messages.
     fn root(&self) -> &Path;
-    /// Read `rel` (relative to the layout root) fully, at most `cap` bytes.
-    fn read(&self, rel: &str, cap: u64) -> Result<Vec<u8>, StoreError>;
-    /// Open `rel` for streaming; also returns its size.
-    fn open(&self, rel: &str) -> Result<(Box<dyn Read + '_>, u64), StoreError>;
-    /// Does `rel` exist?
-    fn exists(&self, rel: &str) -> bool;
     /// How to name `rel` in messages.
-    fn display(&self, rel: &str) -> PathBuf;
+    fn display(&self, rel: &Path) -> PathBuf;
+    /// Read the metadata file `rel` fully; more than `cap` bytes is an error.
+    fn read(&self, rel: &Path, cap: u64) -> Result<Vec<u8>, StoreError>;
+    /// Open `rel`, which must hold exactly `size` bytes (the stream checks it too).
+    fn open_sized(&self, rel: &Path, size: u64) -> Result<Box<dyn Read + '_>, StoreError>;
+    /// Does `rel` exist (as a regular file, reached without a symlink)?
+    fn exists(&self, rel: &Path) -> bool;
 }
 
-/// An OCI layout directory.
+/// An OCI layout directory, held by its directory fd.
 pub struct DirBlobs {
     root: PathBuf,
+    dir: Beneath,
 }
 
 impl DirBlobs {
-    pub fn new(root: &Path) -> DirBlobs {
-        DirBlobs { root: root.to_path_buf() }
+    pub fn open(root: &Path) -> Result<DirBlobs, StoreError> {
+        let dir = Beneath::open(root).map_err(|e| StoreError::io(root, e))?;
+        Ok(DirBlobs { root: root.to_path_buf(), dir })
     }
 }
 
@@ -61,30 +70,27 @@ impl Blobs for DirBlobs {
     fn root(&self) -> &Path {
         &self.root
     }
-    fn read(&self, rel: &str, cap: u64) -> Result<Vec<u8>, StoreError> {
-        super::read_capped(&self.root.join(rel), cap)
-    }
-    fn open(&self, rel: &str) -> Result<(Box<dyn Read + '_>, u64), StoreError> {
-        let p = self.root.join(rel);
-        let f = std::fs::File::open(&p).map_err(|e| StoreError::io(&p, e))?;
-        let n = f.metadata().map(|m| m.len()).unwrap_or(0);
-        Ok((Box::new(f), n))
-    }
-    fn exists(&self, rel: &str) -> bool {
-        self.root.join(rel).is_file()
-    }
-    fn display(&self, rel: &str) -> PathBuf {
+    fn display(&self, rel: &Path) -> PathBuf {
         self.root.join(rel)
+    }
+    fn read(&self, rel: &Path, cap: u64) -> Result<Vec<u8>, StoreError> {
+        self.dir.read_capped(rel, cap).map_err(|e| StoreError::io(&self.display(rel), e))
+    }
+    fn open_sized(&self, rel: &Path, size: u64) -> Result<Box<dyn Read + '_>, StoreError> {
+        let r = self.dir.open_sized(rel, size).map_err(|e| StoreError::io(&self.display(rel), e))?;
+        Ok(Box::new(r))
+    }
+    fn exists(&self, rel: &Path) -> bool {
+        self.dir.is_file(rel)
     }
 }
 
-#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Deserialize)]
 pub(crate) struct Descriptor {
     #[serde(rename = "mediaType", default)]
     pub media_type: Option<String>,
-    pub digest: String,
-    #[serde(default)]
-    pub size: Option<u64>,
+    pub digest: Digest,
+    pub size: u64,
     #[serde(default)]
     pub annotations: Option<BTreeMap<String, String>>,
     #[serde(default)]
@@ -102,7 +108,7 @@ pub(crate) struct Platform {
 #[derive(Debug, Default, serde::Deserialize)]
 struct Index {
     #[serde(default)]
-    manifests: Vec<Descriptor>,
+    manifests: Vec<serde_json::Value>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -117,9 +123,11 @@ pub(crate) struct Manifest {
     pub layers: Vec<Descriptor>,
 }
 
-/// The path of a blob, from a validated digest.
-pub fn blob_path(digest: &str) -> Option<String> {
-    parse_sha256(digest).map(|h| format!("blobs/sha256/{h}"))
+/// A layer blob to unpack: where it is, its exact size, its digest when known.
+pub(crate) struct LayerRef {
+    pub rel: PathBuf,
+    pub size: u64,
+    pub digest: Option<Digest>,
 }
 
 fn this_arch() -> &'static str {
@@ -132,6 +140,19 @@ fn this_arch() -> &'static str {
     }
 }
 
+/// The ref names of a descriptor, read from the raw entry (so a broken entry keeps them).
+fn ref_names(v: &serde_json::Value) -> Vec<String> {
+    let mut names = Vec::new();
+    for k in [REF_NAME, CONTAINERD_NAME] {
+        if let Some(n) = v.get("annotations").and_then(|a| a.get(k)).and_then(|n| n.as_str())
+            && !names.iter().any(|x| x == n)
+        {
+            names.push(n.to_string());
+        }
+    }
+    names
+}
+
 /// An OCI layout over some [`Blobs`].
 pub struct OciStore<B: Blobs> {
     pub blobs: B,
@@ -139,38 +160,47 @@ pub struct OciStore<B: Blobs> {
 
 /// One manifest reached from index.json, with the names pointing at it.
 struct Found {
-    manifest_digest: String,
+    manifest: Descriptor,
     names: Vec<String>,
 }
+
+/// What an entry of index.json leads to.
+type Entry = (Vec<String>, Result<Vec<Found>, StoreError>);
 
 impl<B: Blobs> OciStore<B> {
     pub fn new(blobs: B) -> Self {
         OciStore { blobs }
     }
 
-    /// Read a blob by digest and check its sha256.
-    pub(crate) fn blob(&self, digest: &str, cap: u64) -> Result<Vec<u8>, StoreError> {
-        let rel = blob_path(digest).ok_or_else(|| {
-            StoreError::corrupt(&self.blobs.display("index.json"), format!("invalid digest {digest:?}"))
-        })?;
+    /// Read a JSON blob by descriptor: at most `cap`, exactly its size, checked digest.
+    pub(crate) fn blob(&self, d: &Descriptor, cap: u64, what: &str) -> Result<Vec<u8>, StoreError> {
+        let rel = d.digest.blob_path();
+        let file = self.blobs.display(&rel);
+        if d.size > cap {
+            return Err(StoreError::corrupt(&file, format!("{what} declared as {} bytes, more than the {cap} allowed", d.size)));
+        }
         if !self.blobs.exists(&rel) {
             return Err(StoreError::LayerMissing {
                 image: self.blobs.root().display().to_string(),
-                layer: digest.to_string(),
-                file: self.blobs.display(&rel),
+                layer: d.digest.to_string(),
+                file,
             });
         }
-        let b = self.blobs.read(&rel, cap)?;
-        let got = sha256_digest(&b);
-        if got != digest {
-            return Err(StoreError::corrupt(&self.blobs.display(&rel), format!("sha256 is {got}, expected {digest}")));
+        let mut b = Vec::with_capacity(d.size as usize);
+        self.blobs
+            .open_sized(&rel, d.size)?
+            .read_to_end(&mut b)
+            .map_err(|e| StoreError::io(&file, e))?;
+        let got = d.digest.same_algorithm_of(&b);
+        if got != d.digest {
+            return Err(StoreError::corrupt(&file, format!("content has digest {got}, expected {}", d.digest)));
         }
         Ok(b)
     }
 
     fn walk(&self, descs: &[Descriptor], names: &[String], depth: usize, out: &mut Vec<Found>) -> Result<(), StoreError> {
         if depth > MAX_DEPTH {
-            return Err(StoreError::corrupt(&self.blobs.display("index.json"), "indexes nested too deeply"));
+            return Err(StoreError::corrupt(&self.blobs.display(Path::new("index.json")), "indexes nested too deeply"));
         }
         let nested = depth > 0;
         let arch_ok = |d: &Descriptor| match &d.platform {
@@ -186,22 +216,24 @@ impl<B: Blobs> OciStore<B> {
             if let Some(a) = &d.annotations {
                 for k in [REF_NAME, CONTAINERD_NAME] {
                     if let Some(v) = a.get(k)
-                        && !names.contains(v) {
-                            names.push(v.clone());
-                        }
+                        && !names.contains(v)
+                    {
+                        names.push(v.clone());
+                    }
                 }
             }
             let mt = d.media_type.as_deref().unwrap_or("");
             let is_index = mt.contains("image.index") || mt.contains("manifest.list");
             let is_manifest = mt.contains("image.manifest") || mt.contains("distribution.manifest.v2");
             if is_manifest {
-                out.push(Found { manifest_digest: d.digest.clone(), names });
+                out.push(Found { manifest: d.clone(), names });
                 picked = true;
                 continue;
             }
             // An index, or an unlabelled descriptor: look inside.
-            let b = self.blob(&d.digest, MAX_JSON)?;
-            let m: Manifest = parse_object(&b, &self.blobs.display(&blob_path(&d.digest).unwrap_or_default()))?;
+            let b = self.blob(d, MAX_MANIFEST, "an index or manifest")?;
+            let file = self.blobs.display(&d.digest.blob_path());
+            let m: Manifest = json::parse_object(&b, &file, "an OCI index or image manifest")?;
             let inner_index = is_index
                 || m.manifests.is_some()
                 || m.media_type.as_deref().is_some_and(|t| t.contains("index") || t.contains("list"));
@@ -210,64 +242,94 @@ impl<B: Blobs> OciStore<B> {
                 self.walk(m.manifests.as_deref().unwrap_or(&[]), &names, depth + 1, out)?;
                 picked |= out.len() > before;
             } else {
-                out.push(Found { manifest_digest: d.digest.clone(), names });
+                out.push(Found { manifest: d.clone(), names });
                 picked = true;
             }
         }
         Ok(())
     }
 
-    fn found(&self) -> Result<Vec<Found>, StoreError> {
-        let p = self.blobs.display("index.json");
-        if !self.blobs.exists("index.json") {
+    /// Every entry of index.json with the manifests it leads to, or why it cannot be
+    /// followed. Only an unreadable index.json fails as a whole.
+    fn entries(&self) -> Result<Vec<Entry>, StoreError> {
+        let rel = Path::new("index.json");
+        let p = self.blobs.display(rel);
+        if !self.blobs.exists(rel) {
             return Err(StoreError::Store { path: p, detail: "no index.json in OCI layout".into() });
         }
-        let idx: Index = parse_object(&self.blobs.read("index.json", MAX_JSON)?, &p)?;
+        let idx: Index = json::parse_object(&self.blobs.read(rel, MAX_JSON)?, &p, "an OCI index")?;
         let mut out = Vec::new();
-        self.walk(&idx.manifests, &[], 0, &mut out)?;
+        for (i, v) in idx.manifests.into_iter().enumerate() {
+            let names = ref_names(&v);
+            let what = format!("index entry {} to be a descriptor", i + 1);
+            let found = json::from_value::<Descriptor>(v, &p, &what).and_then(|d| {
+                let mut f = Vec::new();
+                self.walk(std::slice::from_ref(&d), &[], 0, &mut f).map(|_| f)
+            });
+            out.push((names, found));
+        }
         Ok(out)
     }
 
-    fn manifest(&self, digest: &str) -> Result<(Manifest, Descriptor, Vec<u8>), StoreError> {
-        let path = self.blobs.display(&blob_path(digest).unwrap_or_default());
-        let m: Manifest = parse_object(&self.blob(digest, MAX_JSON)?, &path)?;
-        let cfg = m.config.clone().ok_or_else(|| StoreError::corrupt(&path, "manifest has no config"))?;
-        let cb = self.blob(&cfg.digest, MAX_JSON)?;
+    fn manifest(&self, d: &Descriptor) -> Result<(Manifest, Descriptor, Vec<u8>), StoreError> {
+        let path = self.blobs.display(&d.digest.blob_path());
+        let m: Manifest = json::parse_object(&self.blob(d, MAX_MANIFEST, "a manifest")?, &path, "an OCI image manifest")?;
+        let cfg = m.config.clone().ok_or_else(|| StoreError::corrupt(&path, "expected an OCI image manifest: no config"))?;
+        let cb = self.blob(&cfg, MAX_CONFIG, "an image config")?;
         Ok((m, cfg, cb))
     }
 
-    pub fn images(&self) -> Result<Vec<ImageRecord>, StoreError> {
-        let mut out = Vec::new();
-        for f in self.found()? {
-            let (m, cfg, cb) = self.manifest(&f.manifest_digest)?;
-            let c: ImageConfig = serde_json::from_slice(&cb).unwrap_or_default();
-            let mut rec = ImageRecord {
-                id: cfg.digest.clone(),
-                digests: vec![f.manifest_digest.clone()],
-                key: f.manifest_digest.clone(),
-                created: c.created.clone(),
-                layer_count: Some(m.layers.len()),
-                size: Some(m.layers.iter().filter_map(|l| l.size).sum()),
-                ..Default::default()
-            };
-            for n in f.names {
-                let bare = !n.contains('/') && !n.contains(':') && !n.contains('@');
-                if bare {
-                    rec.bare_tags.push(n);
-                } else {
-                    rec.names.push(n);
+    pub fn images(&self) -> Result<Listing, StoreError> {
+        let mut out = Listing::default();
+        for (entry_names, found) in self.entries()? {
+            let found = match found {
+                Ok(f) => f,
+                Err(error) => {
+                    let (names, bare_tags) = split_bare(entry_names);
+                    out.broken.push(BrokenImage { names, bare_tags, digests: Vec::new(), error });
+                    continue;
                 }
+            };
+            for f in found {
+                let (names, bare_tags) = split_bare(f.names);
+                let (m, cfg, cb) = match self.manifest(&f.manifest) {
+                    Ok(x) => x,
+                    Err(error) => {
+                        out.broken.push(BrokenImage { names, bare_tags, digests: vec![f.manifest.digest.clone()], error });
+                        continue;
+                    }
+                };
+                let c: ImageConfig = serde_json::from_slice(&cb).unwrap_or_default();
+                let mut rec = ImageRecord::new(cfg.digest.clone(), f.manifest.digest.as_str());
+                rec.names = names;
+                rec.bare_tags = bare_tags;
+                rec.digests = vec![f.manifest.digest.clone()];
+                rec.created = c.created.clone();
+                rec.layer_count = Some(m.layers.len());
+                rec.size = Some(m.layers.iter().map(|l| l.size).sum());
+                out.images.push(rec);
             }
-            out.push(rec);
         }
         Ok(out)
     }
 
     pub fn resolve(&self, rec: &ImageRecord, ctx: &ResolveCtx) -> Result<ResolvedImage, StoreError> {
-        let (m, cfg_desc, cb) = self.manifest(&rec.key)?;
-        let cpath = self.blobs.display(&blob_path(&cfg_desc.digest).unwrap_or_default());
+        let desc = self
+            .entries()?
+            .into_iter()
+            .filter_map(|(_, f)| f.ok())
+            .flatten()
+            .map(|f| f.manifest)
+            .find(|m| m.digest.as_str() == rec.key)
+            .ok_or_else(|| {
+                StoreError::corrupt(&self.blobs.display(Path::new("index.json")), format!("manifest {} vanished", shown::name(&rec.key)))
+            })?;
+        let (m, cfg_desc, cb) = self.manifest(&desc)?;
+        let cpath = self.blobs.display(&cfg_desc.digest.blob_path());
         let cfg = ImageConfig::parse(&cb, &cpath)?;
-        let layers = self.unpack_layers(rec, &m.layers, cfg.diff_ids(), &cpath, ctx)?;
+        let refs: Vec<LayerRef> =
+            m.layers.iter().map(|d| LayerRef { rel: d.digest.blob_path(), size: d.size, digest: Some(d.digest.clone()) }).collect();
+        let layers = self.unpack_layers(rec, &refs, cfg.diff_ids(), &cpath, ctx)?;
         Ok(self.finish(rec, cfg, layers))
     }
 
@@ -275,39 +337,27 @@ impl<B: Blobs> OciStore<B> {
     pub(crate) fn unpack_layers(
         &self,
         rec: &ImageRecord,
-        descs: &[Descriptor],
-        diff_ids: &[String],
+        refs: &[LayerRef],
+        diff_ids: &[Digest],
         cfg_path: &Path,
         ctx: &ResolveCtx,
     ) -> Result<Vec<ResolvedLayer>, StoreError> {
-        if descs.len() != diff_ids.len() {
+        if refs.len() != diff_ids.len() {
             return Err(StoreError::corrupt(
                 cfg_path,
-                format!("{} layers in the manifest but {} diff_ids in the config", descs.len(), diff_ids.len()),
+                format!("{} layers in the manifest but {} diff_ids in the config", refs.len(), diff_ids.len()),
             ));
         }
-        let image = rec.display_names().first().cloned().unwrap_or_else(|| rec.id.clone());
-        let mut out = Vec::with_capacity(descs.len());
-        for (d, diff_id) in descs.iter().zip(diff_ids) {
-            // Descriptor digests are blob paths in an OCI layout; `docker save` manifests
-            // give paths directly (digest field holds the path there, see archive.rs).
-            let (rel, blob_digest) = match blob_path(&d.digest) {
-                Some(r) => (r, Some(d.digest.as_str())),
-                None => (d.digest.clone(), None),
-            };
-            let file = self.blobs.display(&rel);
+        let image = rec.display_names().first().cloned().unwrap_or_else(|| rec.id.to_string());
+        let mut out = Vec::with_capacity(refs.len());
+        for (r, diff_id) in refs.iter().zip(diff_ids) {
+            let file = self.blobs.display(&r.rel);
             let cached = if ctx.unpack {
-                if cache::lookup(&ctx.cache, diff_id).is_none() && !self.blobs.exists(&rel) {
-                    return Err(StoreError::LayerMissing { image: image.clone(), layer: diff_id.clone(), file });
+                if cache::lookup(&ctx.cache, diff_id).is_none() && !self.blobs.exists(&r.rel) {
+                    return Err(StoreError::LayerMissing { image: image.clone(), layer: diff_id.to_string(), file });
                 }
-                let open = || self.blobs.open(&rel).map(|(r, _)| r);
-                let src = LayerSource {
-                    diff_id,
-                    blob_digest,
-                    size: d.size.unwrap_or(0),
-                    file: file.clone(),
-                    open: &open,
-                };
+                let open = || self.blobs.open_sized(&r.rel, r.size);
+                let src = LayerSource { diff_id, blob_digest: r.digest.as_ref(), size: r.size, file: file.clone(), open: &open };
                 Some(cache::ensure(&ctx.cache, &src)?)
             } else {
                 cache::lookup(&ctx.cache, diff_id)
@@ -317,10 +367,10 @@ impl<B: Blobs> OciStore<B> {
                 None => (
                     cache::entry_path(&ctx.cache, diff_id).join("diff"),
                     if crate::sys::euid() == 0 { WhiteoutFormat::CharDevice } else { WhiteoutFormat::WhFiles },
-                    d.size,
+                    Some(r.size),
                 ),
             };
-            out.push(ResolvedLayer { dir, diff_id: diff_id.clone(), layer_id: diff_id.clone(), whiteouts, size, created_by: None });
+            out.push(ResolvedLayer { dir, diff_id: diff_id.clone(), layer_id: diff_id.to_string(), whiteouts, size, created_by: None });
         }
         Ok(out)
     }

@@ -14,14 +14,16 @@
 //! Invariants:
 //! - a [`NamedRef`] always has a non-empty registry (`domain`) and path; its path
 //!   components are lowercase `[a-z0-9]` runs joined by `.`, `_`, `__` or `-`;
-//! - a `digest` is always `sha256:` + 64 lowercase hex;
+//! - a `digest` is always a valid [`Digest`];
+//! - error messages show the input through [`shown::name`] (escaped, cut short).
 //! - a hex string of 4..63 characters is *both* an id prefix and a name; callers try
 //!   the name first and the prefix second (Docker's order); a 64-hex string is only an id.
 //! - [`NamedRef::matches`] is symmetric in spelling: `tiny:app` and
 //!   `docker.io/library/tiny:app` are the same; a *short* query (no registry typed) also
 //!   matches `localhost/<path>` (podman's behaviour for locally built images).
 
-use super::digest::{is_hex64, is_lower_hex};
+use super::digest::{Digest, is_lower_hex};
+use super::shown;
 
 /// The minimum length of an id prefix.
 pub const MIN_PREFIX: usize = 4;
@@ -36,7 +38,7 @@ pub struct NamedRef {
     /// The path as typed when no registry was typed (`alpine`), else None.
     pub short_path: Option<String>,
     pub tag: Option<String>,
-    pub digest: Option<String>,
+    pub digest: Option<Digest>,
 }
 
 /// What the user asked for: a name, an id (or prefix), or a hex string that may be both.
@@ -49,8 +51,8 @@ pub struct Query {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IdQuery {
-    /// `sha256:<64 hex>`.
-    Full(String),
+    /// A full image id.
+    Full(Digest),
     /// Lowercase hex prefix, without `sha256:`.
     Prefix(String),
 }
@@ -161,17 +163,12 @@ pub fn parse_name(s: &str) -> Result<NamedRef, String> {
         return Err("image reference longer than 4096 bytes".into());
     }
     if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(format!("invalid image reference {s:?}: contains whitespace"));
+        return Err(format!("invalid image reference \"{}\": contains whitespace", shown::name(s)));
     }
     let (rest, digest) = match s.split_once('@') {
         Some((r, d)) => {
-            let hex = d.strip_prefix("sha256:").ok_or_else(|| {
-                format!("invalid digest in {s:?}: only sha256:<64 hex> is supported")
-            })?;
-            if !is_hex64(hex) {
-                return Err(format!("invalid digest in {s:?}: expected sha256:<64 lowercase hex>"));
-            }
-            (r, Some(d.to_string()))
+            let d = Digest::parse(d).map_err(|e| format!("invalid reference \"{}\": {e}", shown::name(s)))?;
+            (r, Some(d))
         }
         None => (s, None),
     };
@@ -182,17 +179,17 @@ pub fn parse_name(s: &str) -> Result<NamedRef, String> {
     };
     if let Some(t) = tag
         && !valid_tag(t) {
-            return Err(format!("invalid tag {t:?} in {s:?}"));
+            return Err(format!("invalid tag \"{}\" in \"{}\"", shown::name(t), shown::name(s)));
         }
     if name.is_empty() {
-        return Err(format!("invalid image reference {s:?}: empty name"));
+        return Err(format!("invalid image reference \"{}\": empty name", shown::name(s)));
     }
     let (domain, path, typed) = match name.split_once('/') {
         Some((first, rest))
             if first.contains('.') || first.contains(':') || first == "localhost" =>
         {
             if !valid_domain(first) {
-                return Err(format!("invalid registry {first:?} in {s:?}"));
+                return Err(format!("invalid registry \"{}\" in \"{}\"", shown::name(first), shown::name(s)));
             }
             let d = if first == "index.docker.io" { "docker.io" } else { first };
             (d.to_string(), rest.to_string(), false)
@@ -202,9 +199,9 @@ pub fn parse_name(s: &str) -> Result<NamedRef, String> {
     for c in path.split('/') {
         if !valid_path_component(c) {
             if c.bytes().any(|b| b.is_ascii_uppercase()) {
-                return Err(format!("invalid image name {s:?}: repository names must be lowercase"));
+                return Err(format!("invalid image name \"{}\": repository names must be lowercase", shown::name(s)));
             }
-            return Err(format!("invalid image name {s:?}"));
+            return Err(format!("invalid image name \"{}\"", shown::name(s)));
         }
     }
     let full_path = if domain == "docker.io" && !path.contains('/') {
@@ -226,16 +223,16 @@ pub fn parse_query(s: &str) -> Result<Query, String> {
     let raw = s.to_string();
     let hex = s.strip_prefix("sha256:");
     if let Some(h) = hex {
-        if is_hex64(h) {
-            return Ok(Query { raw, name: None, id: Some(IdQuery::Full(s.to_string())) });
+        if let Ok(d) = Digest::parse(s) {
+            return Ok(Query { raw, name: None, id: Some(IdQuery::Full(d)) });
         }
         if h.len() >= MIN_PREFIX && is_lower_hex(h) {
             return Ok(Query { raw, name: None, id: Some(IdQuery::Prefix(h.to_string())) });
         }
-        return Err(format!("invalid image id {s:?}: expected sha256:<hex>"));
+        return Err(format!("invalid image id \"{}\": expected sha256:<hex>", shown::name(s)));
     }
-    if is_hex64(s) {
-        return Ok(Query { raw, name: None, id: Some(IdQuery::Full(format!("sha256:{s}"))) });
+    if let Ok(d) = Digest::from_sha256_hex(s) {
+        return Ok(Query { raw, name: None, id: Some(IdQuery::Full(d)) });
     }
     let id = (s.len() >= MIN_PREFIX && is_lower_hex(s)).then(|| IdQuery::Prefix(s.to_string()));
     match parse_name(s) {
@@ -326,10 +323,10 @@ mod tests {
     #[test]
     fn queries() {
         let q = parse_query(D).unwrap();
-        assert_eq!(q.id, Some(IdQuery::Full(D.into())));
+        assert_eq!(q.id, Some(IdQuery::Full(Digest::parse(D).unwrap())));
         assert!(q.name.is_none());
         let q = parse_query(&D[7..]).unwrap();
-        assert_eq!(q.id, Some(IdQuery::Full(D.into())));
+        assert_eq!(q.id, Some(IdQuery::Full(Digest::parse(D).unwrap())));
         let q = parse_query("dadb3b6384b7").unwrap();
         assert_eq!(q.id, Some(IdQuery::Prefix("dadb3b6384b7".into())));
         assert!(q.name.is_some(), "short hex is also a valid name");

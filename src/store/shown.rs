@@ -4,7 +4,9 @@
 //! with every control character, quote, backslash and invalid UTF-8 byte escaped, so it
 //! never spans lines and never carries more than a glimpse of a file; [`path`] shows a path
 //! escaped the same way and cut in the middle to at most [`PATH_CHARS`] characters (a
-//! 10,000-deep path stays a short line).
+//! 10,000-deep path stays a short line); [`name`] shows a name or id from a store the same
+//! way, cut to [`NAME_CHARS`]; [`one_line`] escapes what is left of control characters in a
+//! finished message.
 
 use std::fmt::{self, Write};
 use std::path::Path;
@@ -13,6 +15,8 @@ use std::path::Path;
 pub const EXCERPT_CHARS: usize = 32;
 /// Characters a displayed path keeps (head and tail around `…`).
 pub const PATH_CHARS: usize = 160;
+/// Characters a displayed name keeps.
+pub const NAME_CHARS: usize = 100;
 
 fn escape_into(out: &mut String, bytes: &[u8], quote: bool, limit: usize) -> bool {
     let mut shown = 0usize;
@@ -51,6 +55,37 @@ pub fn excerpt(bytes: &[u8]) -> String {
         s.push('…');
     }
     s
+}
+
+/// A name or id from a store for a message: escaped, at most [`NAME_CHARS`] characters.
+pub fn name(s: &str) -> String {
+    let mut out = String::new();
+    if escape_into(&mut out, s.as_bytes(), false, NAME_CHARS) {
+        out.push('…');
+    }
+    out
+}
+
+/// The description of a parser's error message without the input it may quote: the
+/// text before the first `:` (the tar crate writes "what: input… when getting field for
+/// path"), escaped, at most [`EXCERPT_CHARS`] * 2 characters.
+pub fn cause(msg: &str) -> String {
+    let head = msg.split(':').next().unwrap_or("");
+    let mut out = String::new();
+    if escape_into(&mut out, head.trim().as_bytes(), false, EXCERPT_CHARS * 2) {
+        out.push('…');
+    }
+    out
+}
+
+/// `msg` with every control character escaped (a message that is surely one line).
+pub fn one_line(msg: &str) -> String {
+    if !msg.chars().any(char::is_control) {
+        return msg.to_string();
+    }
+    msg.chars()
+        .map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() })
+        .collect()
 }
 
 /// A path for a message: escaped, at most [`PATH_CHARS`] characters (`head…tail`).
@@ -102,5 +137,14 @@ mod tests {
         let odd = Path::new(OsStr::from_bytes(b"/a\nb/\xff"));
         assert_eq!(path(odd).to_string(), "/a\\nb/\\xff");
         assert_eq!(path(Path::new("/var/lib/docker")).to_string(), "/var/lib/docker");
+    }
+
+    #[test]
+    fn names_and_lines() {
+        assert_eq!(name("tiny:app"), "tiny:app");
+        assert!(name(&"n\n".repeat(200)).ends_with('…'));
+        assert_eq!(one_line("a\nb\tc"), "a\\nb\\tc");
+        assert_eq!(one_line("plain"), "plain");
+        assert_eq!(cause("numeric field was not a number: root:*:1 when getting cksum for x"), "numeric field was not a number");
     }
 }

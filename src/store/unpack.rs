@@ -22,6 +22,7 @@
 //! var/.wh..wh..opq      ->   var  + trusted.overlay.opaque=y   var/.wh..wh..opq
 //! ```
 
+use super::shown::cause;
 use crate::sys::store_ops::{self, NodeKind};
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
@@ -59,20 +60,21 @@ struct Meta {
     xattrs: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
+/// An entry name for a message: escaped and cut short (see `shown::path`).
 fn lossy(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
+    super::shown::path(Path::new(OsStr::from_bytes(b))).to_string()
 }
 
 /// Split an entry name into safe components (empty for the root itself).
 pub fn clean_path(raw: &[u8]) -> Result<Vec<OsString>, String> {
     if raw.first() == Some(&b'/') {
-        return Err(format!("absolute path {:?} in layer", lossy(raw)));
+        return Err(format!("absolute path \"{}\" in layer", lossy(raw)));
     }
     let mut out = Vec::new();
     for c in raw.split(|b| *b == b'/') {
         match c {
             b"" | b"." => continue,
-            b".." => return Err(format!("path {:?} escapes the layer", lossy(raw))),
+            b".." => return Err(format!("path \"{}\" escapes the layer", lossy(raw))),
             _ => out.push(OsStr::from_bytes(c).to_os_string()),
         }
     }
@@ -98,7 +100,7 @@ fn walk_dirs(dest: &Path, comps: &[OsString], create: bool) -> Result<PathBuf, S
 }
 
 fn rel(dest: &Path, p: &Path) -> String {
-    p.strip_prefix(dest).unwrap_or(p).display().to_string()
+    super::shown::path(p.strip_prefix(dest).unwrap_or(p)).to_string()
 }
 
 fn err(dest: &Path, p: &Path, e: io::Error) -> String {
@@ -148,7 +150,7 @@ fn parse_pax_time(v: &[u8]) -> Option<(i64, u32)> {
 
 fn entry_meta<R: Read>(e: &mut tar::Entry<R>) -> Result<Meta, String> {
     let h = e.header();
-    let bad = |what: &str, x: io::Error| format!("bad tar header ({what}): {x}");
+    let bad = |what: &str, x: io::Error| format!("bad tar header ({what}): {}", cause(&x.to_string()));
     let mut m = Meta {
         mode: h.mode().map_err(|x| bad("mode", x))? & 0o7777,
         // Empty numeric fields occur in the wild; read them as 0 (PAX may override).
@@ -260,7 +262,7 @@ impl Ctx<'_> {
                     .mode(0o600)
                     .open(&target)
                     .map_err(|x| err(d, &target, x))?;
-                let n = io::copy(&mut e, &mut f).map_err(|x| format!("reading layer: {x}"))?;
+                let n = io::copy(&mut e, &mut f).map_err(|x| format!("reading layer: {}", cause(&x.to_string())))?;
                 self.stats.bytes += n;
                 if self.opts.privileged {
                     std::os::unix::fs::fchown(&f, Some(id32(meta.uid)), Some(id32(meta.gid)))
@@ -283,24 +285,24 @@ impl Ctx<'_> {
                 self.dirs.insert(target, meta);
             }
             T::Symlink => {
-                let to = e.link_name_bytes().ok_or_else(|| format!("symlink {:?} without target", lossy(&raw)))?;
+                let to = e.link_name_bytes().ok_or_else(|| format!("symlink \"{}\" without target", lossy(&raw)))?;
                 std::os::unix::fs::symlink(OsStr::from_bytes(&to), &target).map_err(|x| err(d, &target, x))?;
                 self.owner(&target, &meta)?;
                 self.xattrs(&target, &meta)?;
                 self.times(&target, &meta)?;
             }
             T::Link => {
-                let to = e.link_name_bytes().ok_or_else(|| format!("hard link {:?} without target", lossy(&raw)))?;
+                let to = e.link_name_bytes().ok_or_else(|| format!("hard link \"{}\" without target", lossy(&raw)))?;
                 let tc = clean_path(&to)?;
                 let Some((tn, tp)) = tc.split_last() else {
-                    return Err(format!("hard link {:?} to the layer root", lossy(&raw)));
+                    return Err(format!("hard link \"{}\" to the layer root", lossy(&raw)));
                 };
                 let src = walk_dirs(d, tp, false)?.join(tn);
                 match fs::symlink_metadata(&src) {
                     Ok(m) if !m.is_dir() => {}
-                    Ok(_) => return Err(format!("hard link {:?} to a directory", lossy(&raw))),
+                    Ok(_) => return Err(format!("hard link \"{}\" to a directory", lossy(&raw))),
                     Err(_) => {
-                        return Err(format!("hard link {:?} to missing {:?}", lossy(&raw), lossy(&to)));
+                        return Err(format!("hard link \"{}\" to missing \"{}\"", lossy(&raw), lossy(&to)));
                     }
                 }
                 fs::hard_link(&src, &target).map_err(|x| err(d, &target, x))?;
@@ -362,8 +364,8 @@ impl Ctx<'_> {
 pub fn unpack(src: &mut dyn Read, dest: &Path, opts: Options) -> Result<Stats, String> {
     let mut ar = tar::Archive::new(src);
     let mut ctx = Ctx { dest, opts, dirs: BTreeMap::new(), stats: Stats::default() };
-    for e in ar.entries().map_err(|e| format!("bad tar: {e}"))? {
-        let e = e.map_err(|e| format!("bad tar: {e}"))?;
+    for e in ar.entries().map_err(|e| format!("bad tar: {}", cause(&e.to_string())))? {
+        let e = e.map_err(|e| format!("bad tar: {}", cause(&e.to_string())))?;
         ctx.entry(e)?;
     }
     // Directories last, deepest first (reverse byte order puts children before parents).

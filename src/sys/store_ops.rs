@@ -50,27 +50,6 @@ pub fn lsetxattr(path: &Path, name: &[u8], value: &[u8]) -> io::Result<()> {
     if r == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
 }
 
-/// Read xattr `name` of `path` itself; `Ok(None)` when it is not set.
-pub fn lgetxattr(path: &Path, name: &[u8]) -> io::Result<Option<Vec<u8>>> {
-    let c = cpath(path)?;
-    let n = CString::new(name)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "xattr name contains NUL"))?;
-    let mut buf = vec![0u8; 4096];
-    // SAFETY: strings are NUL-terminated; `buf` is writable for `buf.len()` bytes.
-    let r = unsafe {
-        libc::lgetxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
-    };
-    if r < 0 {
-        let e = io::Error::last_os_error();
-        return match e.raw_os_error() {
-            Some(libc::ENODATA) => Ok(None),
-            _ => Err(e),
-        };
-    }
-    buf.truncate(r as usize);
-    Ok(Some(buf))
-}
-
 /// Set atime and mtime of `path` itself (works on symlinks).
 pub fn lutimes(path: &Path, secs: i64, nsecs: u32) -> io::Result<()> {
     let c = cpath(path)?;
@@ -97,7 +76,6 @@ mod tests {
         let m = std::fs::symlink_metadata(&p).unwrap();
         assert_eq!(m.mtime(), 1_000_000);
         assert!(mknod(&p, NodeKind::Fifo, 0o640, 0, 0).is_err(), "exists");
-        assert!(lgetxattr(&p, b"user.nothing").map(|v| v.is_none()).unwrap_or(true));
         let bad = Path::new("a\0b");
         assert!(lutimes(bad, 0, 0).is_err());
     }
