@@ -1,12 +1,13 @@
-//! The PNG chart: one group of horizontal bars per workload, one bar per ratio column
-//! (target ÷ reference, log scale, 1 = as fast as the reference).
+//! The PNG chart: one group of horizontal bars per workload (and durability class, for
+//! writing workloads), one bar per comparison (target ÷ reference within the class, log
+//! scale, 1 = as fast as the reference).
 //!
 //! Text is drawn with plotters' ab_glyph backend from a TTF file read at run time
 //! (DejaVu Sans by default), so no fontconfig is needed; without a font the chart is
 //! skipped with a message.
 
-use crate::report::Record;
-use crate::workloads;
+use crate::report::{Class, Record};
+use crate::targets::Role;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 use std::path::{Path, PathBuf};
@@ -44,28 +45,54 @@ fn load_font(explicit: Option<&Path>) -> Result<PathBuf, String> {
     ))
 }
 
-/// Draw `rec`'s ratio columns to `out`.
+/// The comparisons drawn, as roles, and their legend.
+const BARS: &[(Role, Role, &str)] = &[
+    (
+        Role::FuseOverlayfs2,
+        Role::Kernel,
+        "fuse-overlayfs 2.0 ÷ kernel",
+    ),
+    (Role::Unionmount, Role::Kernel, "unionmount ÷ kernel"),
+    (
+        Role::Unionmount,
+        Role::FuseOverlayfs2,
+        "unionmount ÷ fuse-overlayfs 2.0",
+    ),
+];
+
+/// Draw `rec`'s ratios to `out`: one row per workload and section (writing workloads
+/// have a durable and a volatile row), the comparisons taken within the row's section.
 pub fn draw(rec: &Record, out: &Path, font: Option<&Path>) -> Result<(), String> {
     load_font(font)?;
-    let cols = rec.ratio_columns();
-    if cols.is_empty() {
-        return Err("only one target measured: no ratios to draw".into());
-    }
-    let ids = rec.workload_ids();
-    let rows: Vec<(&str, Vec<Option<f64>>)> = ids
-        .iter()
-        .map(|id| {
-            let title = workloads::ALL
+    let mut rows: Vec<(String, Vec<Option<f64>>)> = Vec::new();
+    for class in Class::ALL {
+        for id in rec.section_workloads(class) {
+            let bars = BARS
                 .iter()
-                .find(|w| w.id == *id)
-                .map(|w| w.id)
-                .unwrap_or(id);
-            (
-                title,
-                cols.iter().map(|(_, t, r)| rec.ratio(id, t, r)).collect(),
-            )
-        })
+                .map(|&(a, b, _)| {
+                    let (a, b) = (rec.member(class, a)?, rec.member(class, b)?);
+                    rec.ratio(id, &a.id, &b.id)
+                })
+                .collect::<Vec<_>>();
+            let label = match class {
+                Class::Reads => id.to_string(),
+                c => format!("{id} ({})", c.short()),
+            };
+            rows.push((label, bars));
+        }
+    }
+    let used: Vec<usize> = (0..BARS.len())
+        .filter(|&c| rows.iter().any(|r| r.1[c].is_some()))
         .collect();
+    if used.is_empty() {
+        return Err("no ratios to draw (one target per section)".into());
+    }
+    let rows: Vec<(String, Vec<Option<f64>>)> = rows
+        .into_iter()
+        .map(|(l, v)| (l, used.iter().map(|&c| v[c]).collect::<Vec<_>>()))
+        .filter(|(_, v)| v.iter().any(Option::is_some))
+        .collect();
+    let cols: Vec<&str> = used.iter().map(|&c| BARS[c].2).collect();
     let all: Vec<f64> = rows
         .iter()
         .flat_map(|r| r.1.iter().flatten().copied())
@@ -84,15 +111,15 @@ fn draw_inner(
     height: u32,
     lo: f64,
     hi: f64,
-    rows: &[(&str, Vec<Option<f64>>)],
-    cols: &[(String, String, String)],
+    rows: &[(String, Vec<Option<f64>>)],
+    cols: &[&str],
     rec: &Record,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let n = rows.len();
     let root = BitMapBackend::new(out, (1100, height)).into_drawing_area();
     root.fill(&WHITE)?;
     let caption = format!(
-        "unionmount-bench: ratio of medians (log scale, <1 = faster) — {} scale, {} cores",
+        "unionmount-bench: median ratio within a durability class (log scale, <1 = faster) — {} scale, {} cores",
         rec.scale.name, rec.machine.cores
     );
     let mut chart = ChartBuilder::on(&root)
@@ -109,7 +136,7 @@ fn draw_inner(
             if (y - i).abs() > 1e-6 || i < 0.0 || i as usize >= n {
                 return String::new();
             }
-            rows[n - 1 - i as usize].0.to_string()
+            rows[n - 1 - i as usize].0.clone()
         })
         .x_label_formatter(&|x| format!("{x}x"))
         .x_desc("ratio")
@@ -117,7 +144,7 @@ fn draw_inner(
         .label_style(("sans-serif", 14))
         .draw()?;
     let k = cols.len() as f64;
-    for (c, (label, _, _)) in cols.iter().enumerate() {
+    for (c, label) in cols.iter().enumerate() {
         let color = COLORS[c % COLORS.len()];
         let bars: Vec<(f64, f64)> = rows
             .iter()
@@ -131,7 +158,7 @@ fn draw_inner(
             .draw_series(bars.iter().map(|&(v, y0)| {
                 Rectangle::new([(lo, y0 + 0.05 * h), (v, y0 + 0.95 * h)], color.filled())
             }))?
-            .label(label.clone())
+            .label(label.to_string())
             .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 14, y + 6)], color.filled()));
         chart.draw_series(bars.iter().map(|&(v, y0)| {
             Text::new(

@@ -8,6 +8,8 @@
 //!   wb/srv/wide/e00000..       wide directory, lower half ...
 //!   wa/srv/wide/...            ... upper half, overlapping wb by a fifth
 //!   s/usr/lib/node_modules/    many small files
+//!   s/opt/app/                 the tree the rename workload renames (10,000 files)
+//!   g/srv/shared.img           the file every mount of the page-cache workloads reads
 //!   o/                         whiteouts (char 0/0), opaque dirs, overridden files
 //!   d/0 .. d/N-1               deep stack: every layer holds x/y/z/p/q/r/s/t/
 //! ```
@@ -26,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// Bumped whenever the generator changes, so an old set is not reused.
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
 
 /// Sizes of the test set and of the workloads.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -44,6 +46,13 @@ pub struct Scale {
     pub rand_reads: usize,
     pub readdir_reps: usize,
     pub rss_min_entries: u64,
+    /// Size of the file read through every mount of the page-cache workloads.
+    pub shared_bytes: u64,
+    /// Mounts of the page-cache workloads: writable ones, and read-only ones (no upper).
+    pub pagecache_rw_mounts: usize,
+    pub pagecache_ro_mounts: usize,
+    /// Files in the lower directory the rename workload renames.
+    pub rename_files: usize,
 }
 
 impl Scale {
@@ -62,6 +71,10 @@ impl Scale {
             rand_reads: 20_000,
             readdir_reps: 10,
             rss_min_entries: 1_000_000,
+            shared_bytes: 128 << 20,
+            pagecache_rw_mounts: 8,
+            pagecache_ro_mounts: 4,
+            rename_files: 10_000,
         }
     }
 
@@ -80,6 +93,10 @@ impl Scale {
             rand_reads: 500,
             readdir_reps: 2,
             rss_min_entries: 5000,
+            shared_bytes: 8 << 20,
+            pagecache_rw_mounts: 8,
+            pagecache_ro_mounts: 4,
+            rename_files: 300,
         }
     }
 }
@@ -97,7 +114,19 @@ pub struct Manifest {
     pub small_dir: String,
     pub wide_dir: String,
     pub big_file: String,
-    pub rm_dir: String,
+    /// The lower trees `rm -rf` removes.
+    pub rm_dirs: Vec<String>,
+    /// The tree `tar cf -` archives (spans the base, small-file and top layers).
+    pub tar_dir: String,
+    /// The lower directory the rename workload renames, and how many entries it holds.
+    pub rename_dir: String,
+    pub rename_entries: u64,
+    /// The file the page-cache workloads read through every mount, and its lower path
+    /// (relative to the set dir).
+    pub shared_file: String,
+    pub shared_lower: String,
+    /// The lower directory `xargs touch` creates files in.
+    pub create_dir: String,
     pub copyup: Vec<String>,
     pub deep_dir: String,
     pub deep_names: Vec<String>,
@@ -226,7 +255,7 @@ fn build(dir: &Path, seed: u64, scale: &Scale) -> io::Result<Manifest> {
     // o: whiteouts for ~2% of base files, opaque python packages, overridden configs.
     let o = dir.join("o");
     fs::create_dir_all(&o)?;
-    let rm_dir = "usr/share/doc".to_string();
+    let rm_dirs = vec!["usr/share/doc".to_string(), "usr/share/locale".to_string()];
     let opaque: Vec<&String> = root.python_dirs.iter().step_by(10).collect();
     for d in &opaque {
         let od = o.join(d);
@@ -275,9 +304,22 @@ fn build(dir: &Path, seed: u64, scale: &Scale) -> io::Result<Manifest> {
         w.file(&dir.join(format!("wa/{wide_dir}/e{i:05}")), i as u64 % 32)?;
     }
 
-    // g: the big file.
+    // s: a vendored application tree for the rename workload, 100 files a directory.
+    let rename_dir = "opt/app".to_string();
+    let mut rename_dirs = HashSet::new();
+    for i in 0..scale.rename_files {
+        let sub = format!("{rename_dir}/pkg{:03}", i / 100);
+        rename_dirs.insert(sub.clone());
+        let size = rng.lognormal(600.0, 1.0, 0, 8 << 10);
+        w.file(&s.join(format!("{sub}/mod{}.py", i % 100)), size)?;
+    }
+    let rename_entries = (scale.rename_files + rename_dirs.len()) as u64;
+
+    // g: the big file, and the file the page-cache workloads share.
     let big_file = "srv/big.img".to_string();
     w.file(&dir.join("g").join(&big_file), scale.big_bytes)?;
+    let shared_file = "srv/shared.img".to_string();
+    w.file(&dir.join("g").join(&shared_file), scale.shared_bytes)?;
 
     // d/*: the deep stack.
     let mut deep_names = Vec::new();
@@ -299,10 +341,11 @@ fn build(dir: &Path, seed: u64, scale: &Scale) -> io::Result<Manifest> {
         .map(|k| format!("missing{k}"))
         .collect();
 
-    // Copy-up candidates: visible base files outside rm_dir and the opaque dirs.
+    // Copy-up candidates: visible base files outside rm_dirs, etc/ and the opaque dirs.
     let visible: Vec<&String> = files
         .iter()
-        .filter(|f| !f.starts_with(&format!("{rm_dir}/")) && !f.starts_with("etc/"))
+        .filter(|f| !rm_dirs.iter().any(|d| f.starts_with(&format!("{d}/"))))
+        .filter(|f| !f.starts_with("etc/"))
         .filter(|f| !hidden.contains(f.as_str()))
         .filter(|f| !opaque_prefixes.iter().any(|p| f.starts_with(p.as_str())))
         .collect();
@@ -325,7 +368,13 @@ fn build(dir: &Path, seed: u64, scale: &Scale) -> io::Result<Manifest> {
         small_dir,
         wide_dir,
         big_file,
-        rm_dir,
+        rm_dirs,
+        tar_dir: "usr/lib".into(),
+        rename_dir,
+        rename_entries,
+        shared_lower: format!("g/{shared_file}"),
+        shared_file,
+        create_dir: "usr/bin".into(),
         copyup,
         deep_dir: DEEP_DIR.into(),
         deep_names,

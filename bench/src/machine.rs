@@ -17,6 +17,8 @@ pub struct Machine {
     pub work_fs: String,
     pub loadavg_start: String,
     pub loadavg_end: String,
+    /// How page cache is accounted (the page-cache workloads), when they ran.
+    pub memcg: String,
 }
 
 impl Machine {
@@ -49,6 +51,7 @@ impl Machine {
             work_fs: fs_of(work),
             loadavg_start: loadavg(),
             loadavg_end: String::new(),
+            memcg: String::new(),
         }
     }
 

@@ -1,18 +1,23 @@
-//! unionmount-bench: the side-by-side benchmark of unionmount, fuse-overlayfs and
-//! kernel overlayfs (the reference) on the same layers.
+//! unionmount-bench: the side-by-side benchmark of unionmount, fuse-overlayfs 1.x and
+//! 2.0 and kernel overlayfs (the reference) on the same layers.
 //!
 //! One command builds (once) a deterministic layered test set under the work dir
-//! (`layerset`, `rootfs`), then for every round, every workload and every filesystem —
-//! round-robin over filesystems within a round, starting with a different one each round
-//! — mounts the layers fresh (`targets`), runs the workload (`workloads`) and unmounts.
-//! It prints the medians and ratios and writes `results.md`, `results.json` (raw samples)
-//! and `ratios.png` (`report`, `chart`) to the output dir. Needs root (mount,
-//! drop_caches, trusted.* xattrs). See bench/README.md.
+//! (`layerset`, `rootfs`), installs the peers Debian lacks (`peers`), then for every
+//! round, every workload and every target — round-robin over targets within a round,
+//! starting with a different one each round — mounts the layers fresh (`targets`), runs
+//! the workload (`workloads`; the page-cache ones in a memory cgroup, `memcg`) and
+//! unmounts. It prints the medians, the ratios within each durability class and the
+//! issue's targets (`report`, `goals`), and writes `results.md`, `results.json` (raw
+//! samples) and `ratios.png` (`chart`) to the output dir. Needs root (mount,
+//! drop_caches, trusted.* xattrs, cgroups). See bench/README.md.
 
 mod chart;
+mod goals;
 mod layerset;
 mod machine;
+mod memcg;
 mod micro;
+mod peers;
 mod report;
 mod rng;
 mod rootfs;
@@ -26,13 +31,13 @@ use report::{Record, SampleRec, TargetInfo};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use targets::{Kind, Target};
-use workloads::{Ctx, Stack};
+use targets::{MountSpec, Role, Target};
+use workloads::{Ctx, Outcome, Stack};
 
 #[derive(Parser, Debug)]
 #[command(
     name = "unionmount-bench",
-    about = "Benchmark unionmount against kernel overlayfs and fuse-overlayfs"
+    about = "Benchmark unionmount against kernel overlayfs and fuse-overlayfs 1.x and 2.0"
 )]
 struct Args {
     /// Where the test set is built (and reused) and the mounts are made.
@@ -44,16 +49,26 @@ struct Args {
     /// The unionmount binary.
     #[arg(long, default_value = "target/release/unionmount")]
     unionmount: PathBuf,
-    /// The fuse-overlayfs binary.
+    /// The fuse-overlayfs 1.x binary (Debian's package).
     #[arg(long, default_value = "/usr/bin/fuse-overlayfs")]
     fuse_overlayfs: PathBuf,
-    /// Filesystems to measure (comma-separated): kernel, fuse-overlayfs, unionmount.
+    /// The fuse-overlayfs 2.0 binary; default: installed once with cargo into --tools-dir.
+    #[arg(long)]
+    fuse_overlayfs_2: Option<PathBuf>,
+    /// Where peers are installed and kept between runs (default: WORK_DIR/tools).
+    #[arg(long)]
+    tools_dir: Option<PathBuf>,
+    /// Targets to measure (comma-separated): kernel, kernel-volatile, fuse-overlayfs-1,
+    /// fuse-overlayfs-2, unionmount, unionmount-volatile.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "kernel,fuse-overlayfs,unionmount"
+        default_value = "kernel,kernel-volatile,fuse-overlayfs-1,fuse-overlayfs-2,unionmount,unionmount-volatile"
     )]
     targets: Vec<String>,
+    /// Run without a target that cannot be installed or mounted (default: fail).
+    #[arg(long)]
+    skip_unavailable: bool,
     /// Workloads to run (comma-separated ids; default all). See --list.
     #[arg(long, value_delimiter = ',')]
     workloads: Vec<String>,
@@ -63,10 +78,10 @@ struct Args {
     /// Small sizes: a test set of ~2k files built in seconds, for development and CI.
     #[arg(long)]
     quick: bool,
-    /// Extra options for the kernel overlay mount, e.g. `volatile` (no fsync on copy-up).
+    /// Extra options for the kernel overlay mounts.
     #[arg(long, default_value = "")]
     kernel_opts: String,
-    /// Extra -o options for both FUSE targets.
+    /// Extra -o options for every FUSE target.
     #[arg(long, default_value = "")]
     fuse_opts: String,
     /// Extra -o options for unionmount only (after --fuse-opts), e.g. `passthrough=all`.
@@ -97,6 +112,10 @@ struct Args {
 }
 
 fn main() {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv.len() > 2 && (argv[1] == memcg::EXEC_ARG || argv[1] == memcg::READ_ARG) {
+        std::process::exit(internal(&argv));
+    }
     let args = Args::parse();
     if args.list {
         for w in workloads::ALL {
@@ -115,8 +134,7 @@ fn abs(p: &Path) -> Result<PathBuf, String> {
 }
 
 fn run(args: Args) -> Result<(), String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !sys::is_root() {
         return Err("must run as root (mount, drop_caches, trusted.* xattrs)".into());
     }
     let started = Instant::now();
@@ -170,71 +188,93 @@ fn run(args: Args) -> Result<(), String> {
         return Ok(());
     }
 
-    // Which filesystems can we measure? Probe each with one mount of the main stack.
+    // Which targets can we measure? Find (or install) each binary and probe it with one
+    // mount of the main stack; one that fails stops the run unless --skip-unavailable.
+    let tools = match &args.tools_dir {
+        Some(d) => abs(d)?,
+        None => work.join("tools"),
+    };
     let mut tgts = Vec::new();
     let mut skipped = Vec::new();
     for name in &args.targets {
-        let t = match name.as_str() {
-            "kernel" => Target {
-                kind: Kind::Kernel,
-                bin: None,
-                extra_opts: args.kernel_opts.clone(),
+        let role = targets::CONFIGS
+            .iter()
+            .find(|c| c.0 == name)
+            .map(|c| c.1)
+            .ok_or_else(|| {
+                let ids: Vec<&str> = targets::CONFIGS.iter().map(|c| c.0).collect();
+                format!("unknown target {name} (known: {})", ids.join(", "))
+            })?;
+        let found: Result<Option<PathBuf>, String> = match role {
+            Role::Kernel => Ok(None),
+            Role::FuseOverlayfs1 => Ok(Some(fo_bin.clone())),
+            Role::FuseOverlayfs2 => match &args.fuse_overlayfs_2 {
+                Some(p) => abs(p).map(Some),
+                None => peers::fuse_overlayfs_2(&tools).map(Some),
             },
-            "fuse-overlayfs" => Target {
-                kind: Kind::FuseOverlayfs,
-                bin: Some(fo_bin.clone()),
-                extra_opts: args.fuse_opts.clone(),
-            },
-            "unionmount" => Target {
-                kind: Kind::Unionmount,
-                bin: Some(um_bin.clone()),
-                extra_opts: [args.fuse_opts.as_str(), args.unionmount_opts.as_str()]
-                    .iter()
-                    .filter(|o| !o.is_empty())
-                    .copied()
-                    .collect::<Vec<_>>()
-                    .join(","),
-            },
-            other => return Err(format!("unknown target {other}")),
+            Role::Unionmount => Ok(Some(um_bin.clone())),
         };
-        if let Some(b) = &t.bin
-            && !b.exists()
-        {
-            eprintln!("skipping {name}: {} not found", b.display());
-            skipped.push((name.clone(), format!("{} not found", b.display())));
-            continue;
-        }
-        match t.mount(&set_dir, &manifest.main_layers, &run_root.join("probe")) {
-            Ok(mut m) => {
-                let r = m.unmount();
-                if let Err(e) = r {
-                    eprintln!("warning: {e}");
-                }
-                tgts.push(t);
+        let extra: Vec<&str> = match role {
+            Role::Kernel => vec![&args.kernel_opts],
+            Role::FuseOverlayfs1 | Role::FuseOverlayfs2 => vec![&args.fuse_opts],
+            Role::Unionmount => vec![&args.fuse_opts, &args.unionmount_opts],
+        };
+        let probe = found.and_then(|bin| {
+            if let Some(b) = &bin
+                && !b.exists()
+            {
+                return Err(format!("{} not found", b.display()));
             }
-            Err(e) => {
-                eprintln!("skipping {name}: probe mount failed: {e}");
-                skipped.push((name.clone(), format!("probe mount failed: {e}")));
+            let t = Target::new(name, bin, &extra).ok_or("unknown target")?;
+            let spec = MountSpec {
+                writable: true,
+                ..Default::default()
+            };
+            let mut m = t
+                .mount(
+                    &set_dir,
+                    &manifest.main_layers,
+                    &run_root.join("probe"),
+                    &spec,
+                )
+                .map_err(|e| format!("probe mount failed: {e}"))?;
+            if let Err(e) = m.unmount() {
+                eprintln!("warning: {e}");
             }
+            Ok(t)
+        });
+        match probe {
+            Ok(t) => tgts.push(t),
+            Err(why) if args.skip_unavailable => {
+                eprintln!("skipping {name}: {why}");
+                skipped.push((name.clone(), why));
+            }
+            Err(why) => return Err(format!("{name}: {why}")),
         }
     }
     if tgts.is_empty() {
-        return Err("no filesystem could be mounted".into());
+        return Err("no target could be mounted".into());
     }
     let infos: Vec<TargetInfo> = tgts
         .iter()
-        .map(|t| TargetInfo {
-            name: t.name().into(),
-            version: t.version(),
-            binary: t.bin.as_ref().map(|b| b.display().to_string()),
-            extra_opts: t.extra_opts.clone(),
+        .map(|t| {
+            let version = t.version();
+            TargetInfo {
+                id: t.id.into(),
+                label: t.label(&version),
+                role: t.role,
+                durability: t.durability,
+                reads: t.reads,
+                version,
+                binary: t.bin.as_ref().map(|b| b.display().to_string()),
+                extra_opts: t.extra_opts.clone(),
+            }
         })
         .collect();
+    if selected.iter().any(|w| w.mounts != workloads::Mounts::One) {
+        machine.memcg = memcg::describe();
+    }
 
-    let cx = Ctx {
-        m: &manifest,
-        drop_caches: !args.no_drop_caches,
-    };
     let mut samples = Vec::new();
     let mut seq = 0usize;
     for round in 0..rounds {
@@ -242,62 +282,52 @@ fn run(args: Args) -> Result<(), String> {
             if w.once && round > 0 {
                 continue;
             }
-            for k in 0..tgts.len() {
-                let t = &tgts[(k + round) % tgts.len()];
-                if w.fuse_only && !t.is_fuse() {
-                    continue;
-                }
+            let eligible: Vec<&Target> = tgts
+                .iter()
+                .filter(|t| (w.writes || t.reads) && (t.is_fuse() || !w.fuse_only))
+                .collect();
+            for k in 0..eligible.len() {
+                let t = eligible[(k + round) % eligible.len()];
                 seq += 1;
-                let layers = match w.stack {
-                    Stack::Main => &manifest.main_layers,
-                    Stack::Deep => &manifest.deep_layers,
+                let sample = Sample {
+                    t,
+                    w,
+                    seq,
+                    set_dir: &set_dir,
+                    run_dir: run_root.join(seq.to_string()),
+                    m: &manifest,
+                    drop_caches: !args.no_drop_caches,
+                    timeout: Duration::from_secs(args.sample_timeout),
                 };
-                let res = t
-                    .mount(&set_dir, layers, &run_root.join(seq.to_string()))
-                    .and_then(|mut mt| {
-                        let dog = targets::Watchdog::arm(
-                            mt.daemon,
-                            Duration::from_secs(args.sample_timeout),
-                        );
-                        let r = workloads::run(w, &cx, &mt).map_err(|e| e.to_string());
-                        let r = if dog.disarm() {
-                            Err(format!(
-                                "daemon killed after {} s: {}",
-                                args.sample_timeout,
-                                r.err().unwrap_or_default()
-                            ))
-                        } else {
-                            r
-                        };
-                        if let Err(e) = mt.unmount() {
-                            eprintln!("warning: {e}");
-                        }
-                        r
-                    });
+                let res = sample.run();
                 let rec = SampleRec {
                     workload: w.id.into(),
-                    target: t.name().into(),
+                    target: t.id.into(),
                     round,
-                    value: res.as_ref().ok().map(|s| s.value),
-                    check: res.as_ref().ok().map(|s| s.check),
+                    value: match &res {
+                        Ok(Outcome::Measured(s)) => Some(s.value),
+                        _ => None,
+                    },
+                    check: match &res {
+                        Ok(Outcome::Measured(s)) => Some(s.check),
+                        _ => None,
+                    },
+                    refused: match &res {
+                        Ok(Outcome::Refused(e)) => Some((*e).into()),
+                        _ => None,
+                    },
                     error: res.as_ref().err().cloned(),
                 };
-                match &res {
-                    Ok(s) => eprintln!(
-                        "[{}/{rounds}] {:18} {:15} {:>12}  (check {})",
-                        round + 1,
-                        w.id,
-                        t.name(),
+                let shown = match &res {
+                    Ok(Outcome::Measured(s)) => format!(
+                        "{:>12}  (check {})",
                         report::fmt_value(s.value, w.unit),
                         s.check
                     ),
-                    Err(e) => eprintln!(
-                        "[{}/{rounds}] {:18} {:15} FAILED: {e}",
-                        round + 1,
-                        w.id,
-                        t.name()
-                    ),
-                }
+                    Ok(Outcome::Refused(e)) => format!("{e:>12}  (refused)"),
+                    Err(e) => format!("FAILED: {e}"),
+                };
+                eprintln!("[{}/{rounds}] {:18} {:20} {shown}", round + 1, w.id, t.id);
                 samples.push(rec);
             }
         }
@@ -341,6 +371,105 @@ fn run(args: Args) -> Result<(), String> {
     );
     let _ = fs::remove_dir(&run_root);
     Ok(())
+}
+
+/// One sample: fresh mounts of `t`, workload `w`, unmount.
+struct Sample<'a> {
+    t: &'a Target,
+    w: &'a workloads::Workload,
+    seq: usize,
+    set_dir: &'a Path,
+    run_dir: PathBuf,
+    m: &'a layerset::Manifest,
+    drop_caches: bool,
+    timeout: Duration,
+}
+
+impl Sample<'_> {
+    fn run(&self) -> Result<Outcome, String> {
+        let (n, writable) = self.w.mount_count(self.m);
+        // Declared before the mounts, so dropped after them (their daemons leave it).
+        let memcg = match self.w.mounts {
+            workloads::Mounts::One => None,
+            workloads::Mounts::PageCache { .. } => {
+                Some(memcg::Memcg::create(&self.seq.to_string())?)
+            }
+        };
+        let spec = MountSpec {
+            writable,
+            kernel_opts: self.w.kernel_opts,
+            cgroup: memcg.as_ref().map(|c| c.dir()),
+        };
+        let layers = match self.w.stack {
+            Stack::Main => &self.m.main_layers,
+            Stack::Deep => &self.m.deep_layers,
+        };
+        let mut mts = Vec::with_capacity(n);
+        for k in 0..n {
+            let dir = if n == 1 {
+                self.run_dir.clone()
+            } else {
+                self.run_dir.join(k.to_string())
+            };
+            mts.push(self.t.mount(self.set_dir, layers, &dir, &spec)?);
+        }
+        let dog =
+            targets::Watchdog::arm(mts.iter().filter_map(|m| m.daemon).collect(), self.timeout);
+        let cx = Ctx {
+            m: self.m,
+            drop_caches: self.drop_caches,
+            set_dir: self.set_dir,
+            memcg: memcg.as_ref(),
+        };
+        let r = workloads::run(self.w, &cx, &mts).map_err(|e| e.to_string());
+        let r = if dog.disarm() {
+            Err(format!(
+                "daemon killed after {} s: {}",
+                self.timeout.as_secs(),
+                r.err().unwrap_or_default()
+            ))
+        } else {
+            r
+        };
+        for mut mt in mts {
+            if let Err(e) = mt.unmount() {
+                eprintln!("warning: {e}");
+            }
+        }
+        let _ = fs::remove_dir(&self.run_dir);
+        r
+    }
+}
+
+/// The internal modes the page-cache workloads start this binary in (see `memcg`):
+/// exec a FUSE launcher, or read files, inside a memory cgroup. Returns the exit code.
+fn internal(argv: &[std::ffi::OsString]) -> i32 {
+    let cg = Path::new(&argv[2]);
+    if argv[1] == memcg::EXEC_ARG {
+        use std::os::unix::process::CommandExt;
+        let Some(prog) = argv.get(3) else {
+            eprintln!("{}: no program", memcg::EXEC_ARG);
+            return 2;
+        };
+        if let Err(e) = memcg::join(cg) {
+            eprintln!("joining {}: {e}", cg.display());
+            return 126;
+        }
+        let e = std::process::Command::new(prog).args(&argv[4..]).exec();
+        eprintln!("exec {}: {e}", Path::new(prog).display());
+        return 127;
+    }
+    let files: Vec<PathBuf> = argv[3..].iter().map(PathBuf::from).collect();
+    match memcg::read_in(cg, &files) {
+        Ok(n) => {
+            println!("{n}");
+            0
+        }
+        Err(e) => {
+            eprintln!("reading in {}: {e}", cg.display());
+            1
+        }
+    }
 }
 
 /// Unmount and delete what interrupted earlier runs left: `WORK/run-PID` dirs whose

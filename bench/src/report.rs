@@ -1,10 +1,18 @@
-//! Raw samples → medians and ratios → console table, markdown, JSON.
+//! Raw samples → medians and ratios → markdown tables and JSON.
 //!
-//! Ratios are target median ÷ reference median, measured in the same run: below 1 means
-//! faster (or smaller, for RSS) than the reference.
+//! Targets fall into three sections: the read-only workloads (no write, so durability
+//! does not apply; kernel, fuse-overlayfs 1.x and 2.0, unionmount), and the writing
+//! workloads in each durability class (`targets::Durability`): durable (kernel and
+//! unionmount defaults: copy-ups fsynced) and volatile (kernel and unionmount with
+//! `volatile`, fuse-overlayfs, which never fsyncs a copy-up). Ratios are only taken
+//! within a section, and are the median over rounds of the per-round ratio (the two
+//! samples of a round ran minutes apart at most, so slow drifts of a shared machine
+//! cancel): below 1 means faster (or smaller) than the reference.
 
+use crate::goals;
 use crate::layerset::Scale;
 use crate::machine::Machine;
+use crate::targets::{Durability, Role};
 use crate::workloads::{self, Unit};
 use serde::Serialize;
 use std::fmt::Write;
@@ -14,15 +22,22 @@ pub struct SampleRec {
     pub workload: String,
     pub target: String,
     pub round: usize,
-    /// Seconds, or bytes for RSS; absent when the run failed.
+    /// Seconds, or bytes; absent when the sample failed or the operation was refused.
     pub value: Option<f64>,
     pub check: Option<u64>,
+    /// The errno name of an operation the target refuses by design (e.g. EXDEV).
+    pub refused: Option<String>,
     pub error: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
 pub struct TargetInfo {
-    pub name: String,
+    pub id: String,
+    pub label: String,
+    pub role: Role,
+    pub durability: Durability,
+    /// Measured on the read-only workloads too.
+    pub reads: bool,
     pub version: String,
     pub binary: Option<String>,
     pub extra_opts: String,
@@ -52,7 +67,51 @@ pub struct Cell {
     pub mad: f64,
     pub n: usize,
     pub errors: usize,
+    /// Set when every sample that did not fail was refused (and then n is 0).
+    pub refused: Option<String>,
 }
+
+/// The sections of the report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Class {
+    /// Read-only workloads: targets with `reads`.
+    Reads,
+    Durable,
+    Volatile,
+}
+
+impl Class {
+    pub const ALL: [Class; 3] = [Class::Reads, Class::Durable, Class::Volatile];
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Class::Reads => "Reads and metadata (nothing written: durability does not apply)",
+            Class::Durable => {
+                "Writes, durable class: copy-ups fsynced (kernel overlayfs's and unionmount's defaults)"
+            }
+            Class::Volatile => {
+                "Writes, volatile class: nothing fsynced (kernel and unionmount with `volatile`; fuse-overlayfs never fsyncs a copy-up)"
+            }
+        }
+    }
+
+    /// A short name for charts and the targets table.
+    pub fn short(self) -> &'static str {
+        match self {
+            Class::Reads => "reads",
+            Class::Durable => "durable",
+            Class::Volatile => "volatile",
+        }
+    }
+}
+
+/// The comparisons every section shows where both sides are present, as roles.
+pub const COMPARISONS: &[(Role, Role)] = &[
+    (Role::FuseOverlayfs1, Role::Kernel),
+    (Role::FuseOverlayfs2, Role::Kernel),
+    (Role::Unionmount, Role::Kernel),
+    (Role::Unionmount, Role::FuseOverlayfs2),
+];
 
 pub fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
@@ -65,16 +124,43 @@ pub fn median(v: &mut [f64]) -> f64 {
 }
 
 impl Record {
-    pub fn target_names(&self) -> Vec<String> {
-        self.targets.iter().map(|t| t.name.clone()).collect()
+    /// The targets of a section, in the order they were given.
+    pub fn members(&self, class: Class) -> Vec<&TargetInfo> {
+        self.targets
+            .iter()
+            .filter(|t| match class {
+                Class::Reads => t.reads,
+                Class::Durable => t.durability == Durability::Durable,
+                Class::Volatile => t.durability == Durability::Volatile,
+            })
+            .collect()
     }
 
-    /// Workload ids that have samples, in the canonical order.
-    pub fn workload_ids(&self) -> Vec<&'static str> {
+    /// The target playing `role` in a section.
+    pub fn member(&self, class: Class, role: Role) -> Option<&TargetInfo> {
+        self.members(class).into_iter().find(|t| t.role == role)
+    }
+
+    /// Workload ids of a section that have samples, in the canonical order.
+    pub fn section_workloads(&self, class: Class) -> Vec<&'static str> {
+        let ids: Vec<&str> = self.members(class).iter().map(|t| t.id.as_str()).collect();
         workloads::ALL
             .iter()
+            .filter(|w| w.writes == (class != Class::Reads))
             .map(|w| w.id)
-            .filter(|id| self.samples.iter().any(|s| s.workload == *id))
+            .filter(|id| {
+                self.samples
+                    .iter()
+                    .any(|s| s.workload == *id && ids.contains(&s.target.as_str()))
+            })
+            .collect()
+    }
+
+    /// The (target, reference) pairs of a section, as target ids.
+    pub fn comparisons(&self, class: Class) -> Vec<(&TargetInfo, &TargetInfo)> {
+        COMPARISONS
+            .iter()
+            .filter_map(|&(a, b)| Some((self.member(class, a)?, self.member(class, b)?)))
             .collect()
     }
 
@@ -83,10 +169,20 @@ impl Record {
             .samples
             .iter()
             .filter(|s| s.workload == workload && s.target == target);
-        let errors = mine.clone().filter(|s| s.value.is_none()).count();
-        let mut v: Vec<f64> = mine.filter_map(|s| s.value).collect();
+        let errors = mine.clone().filter(|s| s.error.is_some()).count();
+        let refused = mine.clone().find_map(|s| s.refused.clone());
+        let mut v: Vec<f64> = mine.clone().filter_map(|s| s.value).collect();
         if v.is_empty() {
-            return None;
+            if refused.is_none() && errors == 0 {
+                return None;
+            }
+            return Some(Cell {
+                median: 0.0,
+                mad: 0.0,
+                n: 0,
+                errors,
+                refused,
+            });
         }
         let med = median(&mut v);
         let mut dev: Vec<f64> = v.iter().map(|x| (x - med).abs()).collect();
@@ -95,24 +191,34 @@ impl Record {
             mad: median(&mut dev),
             n: v.len(),
             errors,
+            refused: None,
         })
     }
 
+    /// Median over rounds of target ÷ reference, from the rounds where both measured.
     pub fn ratio(&self, workload: &str, target: &str, reference: &str) -> Option<f64> {
-        let (a, b) = (
-            self.cell(workload, target)?,
-            self.cell(workload, reference)?,
-        );
-        (b.median > 0.0).then(|| a.median / b.median)
+        let value = |t: &str, round: usize| {
+            self.samples
+                .iter()
+                .find(|s| s.workload == workload && s.target == t && s.round == round)
+                .and_then(|s| s.value)
+        };
+        let mut r: Vec<f64> = (0..self.rounds)
+            .filter_map(|round| {
+                let (a, b) = (value(target, round)?, value(reference, round)?);
+                (b > 0.0).then(|| a / b)
+            })
+            .collect();
+        (!r.is_empty()).then(|| median(&mut r))
     }
 
     /// Check numbers that differ between targets for the same workload (a target that
     /// sees a different tree); one line per disagreement.
     pub fn check_mismatches(&self) -> Vec<String> {
         let mut out = Vec::new();
-        for id in self.workload_ids() {
+        for w in workloads::ALL {
             let mut seen: Vec<(String, u64)> = Vec::new();
-            for s in self.samples.iter().filter(|s| s.workload == id) {
+            for s in self.samples.iter().filter(|s| s.workload == w.id) {
                 if let Some(c) = s.check
                     && !seen.iter().any(|(t, v)| *t == s.target && *v == c)
                 {
@@ -122,30 +228,38 @@ impl Record {
             let first = seen.first().map(|x| x.1);
             if seen.iter().any(|x| Some(x.1) != first) {
                 let list: Vec<String> = seen.iter().map(|(t, c)| format!("{t}={c}")).collect();
-                out.push(format!("{id}: {}", list.join(", ")));
+                out.push(format!("{}: {}", w.id, list.join(", ")));
             }
         }
         out
     }
 
-    /// The ratio columns: (label, target, reference), for the targets present.
-    pub fn ratio_columns(&self) -> Vec<(String, String, String)> {
-        let names = self.target_names();
-        let has = |n: &str| names.iter().any(|x| x == n);
-        let mut cols = Vec::new();
-        for (t, r) in [
-            ("fuse-overlayfs", "kernel"),
-            ("unionmount", "kernel"),
-            ("unionmount", "fuse-overlayfs"),
-        ] {
-            if has(t) && has(r) {
-                cols.push((format!("{t} ÷ {r}"), t.to_string(), r.to_string()));
-            }
+    /// The title of a workload as the report shows it.
+    pub fn title(&self, id: &str) -> String {
+        match id {
+            "daemon-rss" => format!(
+                "daemon peak RSS after walking >= {} entries",
+                self.scale.rss_min_entries
+            ),
+            "pagecache-rw" => format!(
+                "page cache: one {} MiB lower file read through {} writable mounts",
+                self.scale.shared_bytes >> 20,
+                self.scale.pagecache_rw_mounts
+            ),
+            "pagecache-ro" => format!(
+                "page cache: one {} MiB lower file read through {} read-only mounts",
+                self.scale.shared_bytes >> 20,
+                self.scale.pagecache_ro_mounts
+            ),
+            _ => workloads::ALL
+                .iter()
+                .find(|w| w.id == id)
+                .map_or(id.to_string(), |w| w.title.to_string()),
         }
-        cols
     }
 
-    /// The markdown results table, with the machine and scale above it.
+    /// The markdown report: machine and targets, one table per section, the issue's
+    /// targets, disagreements and failures.
     pub fn markdown(&self) -> String {
         let mut s = String::new();
         let sc = &self.scale;
@@ -160,9 +274,17 @@ impl Record {
             let opts = if t.extra_opts.is_empty() {
                 String::new()
             } else {
-                format!(" (extra options: {})", t.extra_opts)
+                format!(", options `{}`", t.extra_opts)
             };
-            let _ = writeln!(s, "- {}: {}{opts}", t.name, t.version);
+            let class = match t.durability {
+                Durability::Durable => "durable",
+                Durability::Volatile => "volatile",
+            };
+            let _ = writeln!(
+                s,
+                "- {} (`{}`): {}{opts}; {class} class",
+                t.label, t.id, t.version
+            );
         }
         for (t, why) in &self.skipped_targets {
             let _ = writeln!(s, "- {t}: skipped ({why})");
@@ -170,7 +292,7 @@ impl Record {
         let _ = writeln!(
             s,
             "\nTest set: base of {} files, {} small files, a {}-entry dir over 2 layers, a {} MiB file, \
-             a {}-layer deep stack; copy-up of {}, create {}, {} random reads.\n",
+             a {}-layer deep stack; copy-up of {}, {} files created, {} random reads, a {}-file dir renamed.",
             self.base_files,
             sc.small_files,
             sc.wide_entries,
@@ -178,60 +300,66 @@ impl Record {
             sc.deep_layers,
             sc.copyup_files,
             sc.create_files,
-            sc.rand_reads
+            sc.rand_reads,
+            sc.rename_files
         );
-        let names = self.target_names();
-        let cols = self.ratio_columns();
-        let _ = write!(s, "| workload |");
-        for n in &names {
-            let _ = write!(s, " {n} |");
+        if !self.machine.memcg.is_empty() {
+            let _ = writeln!(s, "Page cache measured with the {}.", self.machine.memcg);
         }
-        for (label, _, _) in &cols {
-            let _ = write!(s, " {label} |");
-        }
-        let _ = write!(s, "\n|---|");
-        for _ in 0..names.len() + cols.len() {
-            let _ = write!(s, "---:|");
-        }
-        let _ = writeln!(s);
-        for id in self.workload_ids() {
-            let w = workloads::ALL
-                .iter()
-                .find(|w| w.id == id)
-                .expect("known id");
-            let title = if id == "daemon-rss" {
-                format!(
-                    "daemon peak RSS after walking >= {} entries",
-                    sc.rss_min_entries
-                )
-            } else {
-                w.title.to_string()
-            };
-            let _ = write!(s, "| {title} |");
-            for n in &names {
-                let _ = write!(
-                    s,
-                    " {} |",
-                    self.cell(id, n)
-                        .map(|c| fmt_cell(&c, w.unit))
-                        .unwrap_or_else(|| "–".into())
-                );
+        for class in Class::ALL {
+            let ids = self.section_workloads(class);
+            if ids.is_empty() {
+                continue;
             }
-            for (_, t, r) in &cols {
-                let _ = write!(
-                    s,
-                    " {} |",
-                    self.ratio(id, t, r)
-                        .map(|x| format!("{x:.2}x"))
-                        .unwrap_or_else(|| "–".into())
-                );
+            let _ = writeln!(s, "\n## {}\n", class.title());
+            let members = self.members(class);
+            let cmps = self.comparisons(class);
+            let _ = write!(s, "| workload |");
+            for t in &members {
+                let _ = write!(s, " {} |", t.label);
+            }
+            for (a, b) in &cmps {
+                let _ = write!(s, " {} ÷ {} |", a.label, b.label);
+            }
+            let _ = write!(s, "\n|---|");
+            for _ in 0..members.len() + cmps.len() {
+                let _ = write!(s, "---:|");
             }
             let _ = writeln!(s);
+            for id in ids {
+                let w = workloads::ALL
+                    .iter()
+                    .find(|w| w.id == id)
+                    .expect("known id");
+                let _ = write!(s, "| {} |", self.title(id));
+                for t in &members {
+                    let _ = write!(
+                        s,
+                        " {} |",
+                        self.cell(id, &t.id)
+                            .map(|c| fmt_cell(&c, w.unit))
+                            .unwrap_or_else(|| "–".into())
+                    );
+                }
+                for (a, b) in &cmps {
+                    let _ = write!(
+                        s,
+                        " {} |",
+                        self.ratio(id, &a.id, &b.id)
+                            .map(|x| format!("{x:.2}x"))
+                            .unwrap_or_else(|| "–".into())
+                    );
+                }
+                let _ = writeln!(s);
+            }
         }
         let _ = writeln!(
             s,
-            "\nCells: median over rounds ± median absolute deviation relative to the median (noise)."
+            "\nCells: median over rounds ± median absolute deviation relative to the median (noise). \
+             Ratios: median over rounds of the ratio within a round. EXDEV: the target refuses the \
+             operation (no time)."
         );
+        s.push_str(&goals::markdown(&goals::evaluate(self)));
         let mism = self.check_mismatches();
         if !mism.is_empty() {
             let _ = writeln!(
@@ -269,6 +397,12 @@ pub fn fmt_value(v: f64, unit: Unit) -> String {
 }
 
 fn fmt_cell(c: &Cell, unit: Unit) -> String {
+    if c.n == 0 {
+        return match &c.refused {
+            Some(e) => e.clone(),
+            None => format!("failed ({})", c.errors),
+        };
+    }
     let mut s = fmt_value(c.median, unit);
     if c.n > 1 && c.median > 0.0 {
         let _ = write!(s, " ±{:.0}%", c.mad / c.median * 100.0);

@@ -1,7 +1,8 @@
 //! The few raw syscalls the benchmark needs, each wrapped to return `io::Result`.
 //!
 //! Everything `unsafe` in the bench crate lives here: whiteout device nodes, the opaque
-//! xattr, the kernel overlay mount, unmount, dropping the page cache, `uname`, `statfs`.
+//! xattr, the kernel overlay mount, unmount, dropping the page cache (all of it, or one
+//! file's), `uname`, `statfs`, `flock`.
 
 use std::ffi::CString;
 use std::io;
@@ -109,4 +110,30 @@ pub fn flock_exclusive(f: &std::fs::File) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     // SAFETY: the fd is valid for the lifetime of `f`.
     check(unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) })
+}
+
+/// Drop the clean cached pages of the file at `path` (`posix_fadvise` DONTNEED): makes
+/// one file cold without dropping every cache on the machine.
+pub fn evict(path: &Path) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(path)?;
+    // SAFETY: the fd is valid for the lifetime of `f`; fadvise only drops cached pages.
+    let r = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(r))
+    }
+}
+
+/// Whether we run as root (effective uid 0).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// SIGKILL `pid`.
+pub fn kill(pid: u32) -> io::Result<()> {
+    // SAFETY: kill has no memory-safety preconditions.
+    check(unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) })
 }

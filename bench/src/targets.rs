@@ -1,10 +1,17 @@
-//! The filesystems under test and how to mount, find and unmount them.
+//! The filesystems under test, in the configurations the report compares, and how to
+//! mount, find and unmount them.
 //!
-//! Every sample gets a fresh mount: `WORK/run-PID/N/{u,w,m}` (upper, work, mount point) is created,
-//! the same lower layers are mounted with the target, the workload runs, then the mount is
-//! unmounted, the daemon (for FUSE targets) is waited for, and `WORK/run-PID/N` is deleted.
-//! Lowerdir paths are relative to the set dir, which is the process's working directory
-//! (kernel) or the launcher's (FUSE), as containers/storage does with its `l/` links.
+//! A target is a role (kernel overlayfs, fuse-overlayfs 1.x, fuse-overlayfs 2.0,
+//! unionmount) in a durability class: `Durable` fsyncs copied-up data (kernel's and
+//! unionmount's default), `Volatile` does not (`volatile`, and fuse-overlayfs, which
+//! never fsyncs a copy-up). Ratios are only taken within a class.
+//!
+//! Every sample gets fresh mounts: `WORK/run-PID/N/{u,w,m}` (upper, work, mount point;
+//! a read-only mount has only `m`) is created, the same lower layers are mounted with the
+//! target, the workload runs, then the mount is unmounted, the daemon (for FUSE targets)
+//! is waited for, and the directory is deleted. Lowerdir paths are relative to the set
+//! dir, which is the process's working directory (kernel) or the launcher's (FUSE), as
+//! containers/storage does with its `l/` links.
 
 use crate::sys;
 use serde::Serialize;
@@ -16,33 +23,116 @@ use std::time::{Duration, Instant};
 /// How long a FUSE launcher may take to daemonize before the mount counts as failed.
 const LAUNCH_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Which filesystem a target runs; a role has at most one target per durability class.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub enum Kind {
+pub enum Role {
     Kernel,
-    FuseOverlayfs,
+    /// fuse-overlayfs 1.x in C (Debian's package).
+    FuseOverlayfs1,
+    /// fuse-overlayfs 2.0, the Rust rewrite (crates.io), installed by `peers`.
+    FuseOverlayfs2,
     Unionmount,
 }
 
+/// Whether a target makes copied-up data durable (fsync) before the copy-up returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Durability {
+    /// Copy-ups are fsynced: kernel overlayfs's and unionmount's default.
+    Durable,
+    /// Nothing is fsynced: `volatile`, and fuse-overlayfs (which never fsyncs a copy-up).
+    Volatile,
+}
+
+/// The configurations the bench knows: (id, role, durability, also runs read-only workloads).
+/// Read-only workloads are not run on the `-volatile` twins: no fsync is involved.
+pub const CONFIGS: &[(&str, Role, Durability, bool)] = &[
+    ("kernel", Role::Kernel, Durability::Durable, true),
+    ("kernel-volatile", Role::Kernel, Durability::Volatile, false),
+    (
+        "fuse-overlayfs-1",
+        Role::FuseOverlayfs1,
+        Durability::Volatile,
+        true,
+    ),
+    (
+        "fuse-overlayfs-2",
+        Role::FuseOverlayfs2,
+        Durability::Volatile,
+        true,
+    ),
+    ("unionmount", Role::Unionmount, Durability::Durable, true),
+    (
+        "unionmount-volatile",
+        Role::Unionmount,
+        Durability::Volatile,
+        false,
+    ),
+];
+
 #[derive(Clone, Debug)]
 pub struct Target {
-    pub kind: Kind,
+    /// One of the `CONFIGS` ids; samples are recorded under it.
+    pub id: &'static str,
+    pub role: Role,
+    pub durability: Durability,
+    /// Also measured on the read-only workloads.
+    pub reads: bool,
     /// Binary for FUSE targets.
     pub bin: Option<PathBuf>,
     /// Extra mount options appended after lowerdir/upperdir/workdir (e.g. `volatile`).
     pub extra_opts: String,
 }
 
+/// How one mount of a sample is made.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MountSpec<'a> {
+    /// With a fresh upper and work dir; without, the mount is read-only (lowerdir only).
+    pub writable: bool,
+    /// Kernel-only options the workload needs (e.g. `redirect_dir=on`).
+    pub kernel_opts: &'a str,
+    /// Start the FUSE launcher (and so its daemon) in this memory cgroup.
+    pub cgroup: Option<&'a Path>,
+}
+
 impl Target {
-    pub fn name(&self) -> &'static str {
-        match self.kind {
-            Kind::Kernel => "kernel",
-            Kind::FuseOverlayfs => "fuse-overlayfs",
-            Kind::Unionmount => "unionmount",
+    /// The configuration `id` (see `CONFIGS`) with its binary and the user's extra options.
+    pub fn new(id: &str, bin: Option<PathBuf>, extra: &[&str]) -> Option<Target> {
+        let &(id, role, durability, reads) = CONFIGS.iter().find(|c| c.0 == id)?;
+        let mut opts: Vec<&str> = extra.iter().copied().filter(|o| !o.is_empty()).collect();
+        if durability == Durability::Volatile && matches!(role, Role::Kernel | Role::Unionmount) {
+            opts.push("volatile");
         }
+        Some(Target {
+            id,
+            role,
+            durability,
+            reads,
+            bin: if role == Role::Kernel { None } else { bin },
+            extra_opts: opts.join(","),
+        })
     }
 
     pub fn is_fuse(&self) -> bool {
-        self.kind != Kind::Kernel
+        self.role != Role::Kernel
+    }
+
+    /// A short human name: "kernel", "fuse-overlayfs 2.0.0", "unionmount volatile".
+    pub fn label(&self, version: &str) -> String {
+        let base = match self.role {
+            Role::Kernel => "kernel".to_string(),
+            Role::FuseOverlayfs1 | Role::FuseOverlayfs2 => match version.split("version ").nth(1) {
+                Some(v) => format!("fuse-overlayfs {}", v.trim()),
+                None => self.id.to_string(),
+            },
+            Role::Unionmount => "unionmount".to_string(),
+        };
+        if self.durability == Durability::Volatile
+            && matches!(self.role, Role::Kernel | Role::Unionmount)
+        {
+            format!("{base} volatile")
+        } else {
+            base
+        }
     }
 
     /// A one-line version string, for the record.
@@ -65,7 +155,7 @@ impl Target {
                 let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
                 let first = lines.clone().next().unwrap_or("").to_string();
                 lines
-                    .find(|l| l.contains(&me))
+                    .find(|l| l.starts_with(&me))
                     .map(str::to_string)
                     .unwrap_or(first)
             }
@@ -73,27 +163,41 @@ impl Target {
         }
     }
 
-    /// Mount `layers` (relative to `set_dir`, top first) with a fresh upper and work dir
-    /// under `run_dir`; the time measured is exec-to-ready (FUSE) or the mount syscall.
+    /// Mount `layers` (relative to `set_dir`, top first) under `run_dir` (`u`, `w`, `m`);
+    /// the time measured is exec-to-ready (FUSE) or the mount syscall.
     pub fn mount(
         &self,
         set_dir: &Path,
         layers: &[String],
         run_dir: &Path,
+        spec: &MountSpec,
     ) -> Result<Mounted, String> {
         let (u, w, m) = (run_dir.join("u"), run_dir.join("w"), run_dir.join("m"));
-        for d in [&u, &w, &m] {
+        let dirs: &[&PathBuf] = if spec.writable { &[&u, &w, &m] } else { &[&m] };
+        for d in dirs {
             fs::create_dir_all(d).map_err(|e| format!("mkdir {}: {e}", d.display()))?;
         }
-        let mut opts = format!(
-            "lowerdir={},upperdir={},workdir={}",
-            layers.join(":"),
-            u.display(),
-            w.display()
-        );
-        if !self.extra_opts.is_empty() {
-            opts.push(',');
-            opts.push_str(&self.extra_opts);
+        let mut opts = format!("lowerdir={}", layers.join(":"));
+        if spec.writable {
+            opts.push_str(&format!(
+                ",upperdir={},workdir={}",
+                u.display(),
+                w.display()
+            ));
+        }
+        let volatile_ro = !spec.writable && self.role == Role::Kernel;
+        for extra in [
+            self.extra_opts.as_str(),
+            if self.is_fuse() { "" } else { spec.kernel_opts },
+        ] {
+            for o in extra.split(',').filter(|o| !o.is_empty()) {
+                // The kernel refuses `volatile` without an upper: nothing to sync there.
+                if volatile_ro && o == "volatile" {
+                    continue;
+                }
+                opts.push(',');
+                opts.push_str(o);
+            }
         }
         let t = Instant::now();
         match &self.bin {
@@ -104,7 +208,17 @@ impl Target {
                 let log_path = run_dir.join("launcher.log");
                 let log = fs::File::create(&log_path)
                     .map_err(|e| format!("{}: {e}", log_path.display()))?;
-                let mut child = Command::new(bin)
+                let mut cmd = match spec.cgroup {
+                    Some(cg) => {
+                        let me = std::env::current_exe()
+                            .map_err(|e| format!("the bench's own path: {e}"))?;
+                        let mut c = Command::new(me);
+                        c.arg(crate::memcg::EXEC_ARG).arg(cg).arg(bin);
+                        c
+                    }
+                    None => Command::new(bin),
+                };
+                let mut child = cmd
                     .current_dir(set_dir)
                     .arg("-o")
                     .arg(&opts)
@@ -141,7 +255,12 @@ impl Target {
                     };
                     mounted.daemon = find_daemon(&mounted.mnt);
                     let _ = mounted.unmount();
-                    return Err(format!("{} {why}: {}", self.name(), log.trim()));
+                    let last = log
+                        .lines()
+                        .rev()
+                        .find(|l| !l.trim().is_empty())
+                        .unwrap_or("");
+                    return Err(format!("{} {why}: {}", self.id, last.trim()));
                 }
             }
         }
@@ -156,7 +275,7 @@ impl Target {
             let _ = mounted.unmount();
             return Err(format!(
                 "{} reported success but nothing is mounted",
-                self.name()
+                self.id
             ));
         }
         if self.is_fuse() {
@@ -276,33 +395,33 @@ fn alive(pid: u32) -> bool {
     }
 }
 
-/// Kills a FUSE daemon that has not finished a workload in time, so a hung daemon fails
-/// its sample (pending requests get ENOTCONN) instead of hanging the whole run.
-/// Dropping the watchdog disarms it.
+/// Kills the FUSE daemons of a sample that has not finished its workload in time, so a
+/// hung daemon fails its sample (pending requests get ENOTCONN) instead of hanging the
+/// whole run. Dropping the watchdog disarms it.
 pub struct Watchdog {
     cancel: Option<std::sync::mpsc::Sender<()>>,
     thread: Option<std::thread::JoinHandle<bool>>,
 }
 
 impl Watchdog {
-    pub fn arm(daemon: Option<u32>, limit: Duration) -> Watchdog {
-        let Some(pid) = daemon else {
+    pub fn arm(daemons: Vec<u32>, limit: Duration) -> Watchdog {
+        if daemons.is_empty() {
             return Watchdog {
                 cancel: None,
                 thread: None,
             };
-        };
+        }
         let (tx, rx) = std::sync::mpsc::channel::<()>();
         let thread = std::thread::spawn(move || {
-            if rx.recv_timeout(limit) == Err(std::sync::mpsc::RecvTimeoutError::Timeout)
-                && alive(pid)
-            {
-                eprintln!("watchdog: daemon {pid} still busy after {limit:?}: killing it");
-                // SAFETY: kill has no memory-safety preconditions; pid is the daemon we mounted.
-                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-                return true;
+            if rx.recv_timeout(limit) != Err(std::sync::mpsc::RecvTimeoutError::Timeout) {
+                return false;
             }
-            false
+            let mut fired = false;
+            for pid in daemons.into_iter().filter(|&p| alive(p)) {
+                eprintln!("watchdog: daemon {pid} still busy after {limit:?}: killing it");
+                fired |= sys::kill(pid).is_ok();
+            }
+            fired
         });
         Watchdog {
             cancel: Some(tx),

@@ -6,6 +6,7 @@
 //! catches a target doing less work by being wrong.
 
 use crate::layerset::Manifest;
+use crate::memcg::Memcg;
 use crate::rng::Rng;
 use crate::sys;
 use crate::targets::Mounted;
@@ -13,6 +14,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
 /// Which layer stack a workload mounts.
@@ -28,16 +30,43 @@ pub enum Unit {
     Bytes,
 }
 
+/// How many mounts a sample makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mounts {
+    /// One writable mount.
+    One,
+    /// The page-cache workloads: `Scale::pagecache_rw_mounts` writable mounts, or
+    /// `pagecache_ro_mounts` read-only ones, all of the same layers, started in a
+    /// memory cgroup of their own.
+    PageCache { writable: bool },
+}
+
 pub struct Workload {
     pub id: &'static str,
     pub title: &'static str,
     pub stack: Stack,
     pub cold: bool,
     pub unit: Unit,
+    /// Writes to the mount: run in both durability classes (see `targets::Durability`).
+    pub writes: bool,
+    pub mounts: Mounts,
+    /// Extra options of the kernel overlay mount for this workload.
+    pub kernel_opts: &'static str,
     /// Only meaningful for FUSE daemons (kernel has no daemon).
     pub fuse_only: bool,
     /// Run in the first round only (expensive, and not a timing).
     pub once: bool,
+}
+
+impl Workload {
+    /// Mounts per sample and whether they are writable.
+    pub fn mount_count(&self, m: &Manifest) -> (usize, bool) {
+        match self.mounts {
+            Mounts::One => (1, true),
+            Mounts::PageCache { writable: true } => (m.scale.pagecache_rw_mounts, true),
+            Mounts::PageCache { writable: false } => (m.scale.pagecache_ro_mounts, false),
+        }
+    }
 }
 
 const fn w(id: &'static str, title: &'static str, stack: Stack, cold: bool) -> Workload {
@@ -47,9 +76,25 @@ const fn w(id: &'static str, title: &'static str, stack: Stack, cold: bool) -> W
         stack,
         cold,
         unit: Unit::Secs,
+        writes: false,
+        mounts: Mounts::One,
+        kernel_opts: "",
         fuse_only: false,
         once: false,
     }
+}
+
+const fn writes(mut wl: Workload) -> Workload {
+    wl.writes = true;
+    wl
+}
+
+const fn page_cache(id: &'static str, title: &'static str, writable: bool) -> Workload {
+    // Not cold: the shared lower file is evicted alone (`sys::evict`), not every cache.
+    let mut wl = w(id, title, Stack::Main, false);
+    wl.unit = Unit::Bytes;
+    wl.mounts = Mounts::PageCache { writable };
+    wl
 }
 
 pub const ALL: &[Workload] = &[
@@ -102,23 +147,60 @@ pub const ALL: &[Workload] = &[
         false,
     ),
     w(
+        "tar-cold",
+        "`tar cf - usr/lib` read to the end, cold",
+        Stack::Main,
+        true,
+    ),
+    page_cache(
+        "pagecache-rw",
+        "page cache: one lower file read through N writable mounts",
+        true,
+    ),
+    page_cache(
+        "pagecache-ro",
+        "page cache: one lower file read through N read-only mounts",
+        false,
+    ),
+    writes(w(
         "copy-up",
         "copy-up by appending to lower files",
         Stack::Main,
         false,
-    ),
-    w(
+    )),
+    writes(w(
         "create",
-        "create small files in a new dir",
+        "`xargs touch` of new files in a lower dir",
         Stack::Main,
         false,
-    ),
-    w(
+    )),
+    writes(w(
+        "create-newdir",
+        "`xargs touch` of new files in a new dir",
+        Stack::Main,
+        false,
+    )),
+    writes(w(
+        "create-write",
+        "create + write 100 B in a new dir (in-process)",
+        Stack::Main,
+        false,
+    )),
+    writes(w(
         "rm-rf",
-        "rm -rf of a lower subtree (usr/share/doc)",
+        "`rm -rf` of two lower trees",
         Stack::Main,
         false,
-    ),
+    )),
+    Workload {
+        kernel_opts: "redirect_dir=on",
+        ..writes(w(
+            "rename-dir",
+            "rename(2) of a lower dir (kernel: redirect_dir=on)",
+            Stack::Main,
+            false,
+        ))
+    },
     w(
         "deep-lookup-cold",
         "stat in a dir merged from the deep stack, cold",
@@ -138,19 +220,25 @@ pub const ALL: &[Workload] = &[
         false,
     ),
     Workload {
-        id: "daemon-rss",
-        title: "daemon peak RSS after walking >= N entries",
-        stack: Stack::Main,
-        cold: false,
         unit: Unit::Bytes,
         fuse_only: true,
         once: true,
+        ..w(
+            "daemon-rss",
+            "daemon peak RSS after walking >= N entries",
+            Stack::Main,
+            false,
+        )
     },
 ];
 
 pub struct Ctx<'a> {
     pub m: &'a Manifest,
     pub drop_caches: bool,
+    /// The test set's directory (the lower layers live below it).
+    pub set_dir: &'a Path,
+    /// The memory cgroup of this sample's mounts (page-cache workloads).
+    pub memcg: Option<&'a Memcg>,
 }
 
 impl Ctx<'_> {
@@ -169,17 +257,30 @@ pub struct Sample {
     pub check: u64,
 }
 
-fn timed(f: impl FnOnce() -> io::Result<u64>) -> io::Result<Sample> {
-    let t = Instant::now();
-    let check = f()?;
-    Ok(Sample {
-        value: t.elapsed().as_secs_f64(),
-        check,
-    })
+/// What a sample gave: a measurement, or the errno name of an operation the filesystem
+/// refuses by design (fuse-overlayfs's EXDEV on renaming a lower directory). A refusal
+/// is a result, not a failure: the report shows it in place of a number.
+pub enum Outcome {
+    Measured(Sample),
+    Refused(&'static str),
 }
 
-/// Run workload `w` on the fresh mount `mt`.
-pub fn run(w: &Workload, cx: &Ctx, mt: &Mounted) -> io::Result<Sample> {
+fn timed(f: impl FnOnce() -> io::Result<u64>) -> io::Result<Outcome> {
+    let t = Instant::now();
+    let check = f()?;
+    Ok(Outcome::Measured(Sample {
+        value: t.elapsed().as_secs_f64(),
+        check,
+    }))
+}
+
+fn measured(value: f64, check: u64) -> io::Result<Outcome> {
+    Ok(Outcome::Measured(Sample { value, check }))
+}
+
+/// Run workload `w` on the fresh mounts `mts` (one, except for the page-cache workloads).
+pub fn run(w: &Workload, cx: &Ctx, mts: &[Mounted]) -> io::Result<Outcome> {
+    let mt = mts.first().ok_or_else(|| io::Error::other("no mount"))?;
     let root = mt.mnt.as_path();
     let m = cx.m;
     if w.cold {
@@ -222,6 +323,8 @@ pub fn run(w: &Workload, cx: &Ctx, mt: &Mounted) -> io::Result<Sample> {
             pread_all(&f, &offs)?;
             timed(|| pread_all(&f, &offs))
         }
+        "tar-cold" => timed(|| tar(root, &m.tar_dir)),
+        "pagecache-rw" | "pagecache-ro" => page_cache_of(cx, mts),
         "copy-up" => {
             for p in &m.copyup {
                 read_file(&root.join(p))?;
@@ -239,7 +342,17 @@ pub fn run(w: &Workload, cx: &Ctx, mt: &Mounted) -> io::Result<Sample> {
                 Ok(m.copyup.len() as u64)
             })
         }
-        "create" => timed(|| {
+        "create" => {
+            let dir = root.join(&m.create_dir);
+            list(&dir)?;
+            timed(|| xargs_touch(&dir, m.scale.create_files))
+        }
+        "create-newdir" => timed(|| {
+            let dir = root.join("srv/new");
+            fs::create_dir(&dir)?;
+            xargs_touch(&dir, m.scale.create_files)
+        }),
+        "create-write" => timed(|| {
             let dir = root.join("srv/new");
             fs::create_dir(&dir)?;
             let data = [b'x'; 100];
@@ -249,22 +362,48 @@ pub fn run(w: &Workload, cx: &Ctx, mt: &Mounted) -> io::Result<Sample> {
             Ok(m.scale.create_files as u64)
         }),
         "rm-rf" => {
-            let dir = root.join(&m.rm_dir);
-            let n = walk(&dir)?;
+            let mut n = 0;
+            for d in &m.rm_dirs {
+                n += walk(&root.join(d))?;
+            }
             timed(|| {
-                fs::remove_dir_all(&dir)?;
-                Ok(n + u64::from(dir.symlink_metadata().is_err()))
+                run_tool(
+                    Command::new("rm")
+                        .arg("-rf")
+                        .args(&m.rm_dirs)
+                        .current_dir(root),
+                )?;
+                let gone = m
+                    .rm_dirs
+                    .iter()
+                    .filter(|d| root.join(d).symlink_metadata().is_err());
+                Ok(n + gone.count() as u64)
             })
+        }
+        "rename-dir" => {
+            let (from, to) = (
+                root.join(&m.rename_dir),
+                root.join(format!("{}-renamed", m.rename_dir)),
+            );
+            walk(&from)?;
+            let t = Instant::now();
+            match fs::rename(&from, &to) {
+                Err(e) if e.raw_os_error() == Some(libc::EXDEV) => Ok(Outcome::Refused("EXDEV")),
+                Err(e) => Err(at(e, &from)),
+                Ok(()) => {
+                    let secs = t.elapsed().as_secs_f64();
+                    // What the new name holds must be the whole tree, and the old name gone.
+                    let n = walk(&to)? + u64::from(from.symlink_metadata().is_ok()) * 1_000_000;
+                    measured(secs, n)
+                }
+            }
         }
         "deep-lookup-cold" => timed(|| deep_lookups(root, m)),
         "deep-lookup-warm" => {
             deep_lookups(root, m)?;
             timed(|| deep_lookups(root, m))
         }
-        "mount-ready" => Ok(Sample {
-            value: mt.mount_secs,
-            check: list(root)?,
-        }),
+        "mount-ready" => measured(mt.mount_secs, list(root)?),
         "daemon-rss" => {
             let per_walk = walk(root)?;
             let mut total = per_walk;
@@ -275,13 +414,119 @@ pub fn run(w: &Workload, cx: &Ctx, mt: &Mounted) -> io::Result<Sample> {
             let hwm = mt
                 .daemon_hwm()
                 .ok_or_else(|| io::Error::other("daemon pid or VmHWM not found"))?;
-            Ok(Sample {
-                value: hwm as f64,
-                check: per_walk,
-            })
+            measured(hwm as f64, per_walk)
         }
         other => Err(io::Error::other(format!("unknown workload {other}"))),
     }
+}
+
+/// The page cache charged while one process reads the shared lower file through every
+/// mount in `mts` (all started in `cx.memcg`): the lower file is evicted first, so its
+/// pages, and every copy a mount keeps of them, are charged to the sample's cgroup.
+fn page_cache_of(cx: &Ctx, mts: &[Mounted]) -> io::Result<Outcome> {
+    let cg = cx
+        .memcg
+        .ok_or_else(|| io::Error::other("no memory cgroup for this sample"))?;
+    sys::evict(&cx.set_dir.join(&cx.m.shared_lower))?;
+    let files: Vec<_> = mts
+        .iter()
+        .map(|mt| mt.mnt.join(&cx.m.shared_file))
+        .collect();
+    let before = cg.page_cache()?;
+    let me = std::env::current_exe()?;
+    let out = Command::new(me)
+        .arg(crate::memcg::READ_ARG)
+        .arg(cg.dir())
+        .args(&files)
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()?;
+    if !out.status.success() {
+        return Err(io::Error::other(format!(
+            "reader: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let read: u64 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .map_err(|_| io::Error::other("reader printed no byte count"))?;
+    let after = cg.page_cache()?;
+    measured(after.saturating_sub(before) as f64, read)
+}
+
+/// `cd DIR && seq N | xargs touch`, the way users create files: names `t0`… on stdin;
+/// returns how many names `ls` then finds.
+fn xargs_touch(dir: &Path, n: usize) -> io::Result<u64> {
+    let mut names = String::new();
+    for i in 0..n {
+        names.push_str(&format!("t{i}\n"));
+    }
+    let mut child = Command::new("xargs")
+        .arg("touch")
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| io::Error::other(format!("xargs: {e}")))?;
+    child
+        .stdin
+        .take()
+        .ok_or_else(|| io::Error::other("xargs: no stdin"))?
+        .write_all(names.as_bytes())?;
+    finish(child, "xargs touch")?;
+    Ok(n as u64)
+}
+
+/// `tar cf - DIR` in `root`, its archive read to the end (not written to /dev/null,
+/// where GNU tar would skip reading file contents); returns the archive's size.
+fn tar(root: &Path, dir: &str) -> io::Result<u64> {
+    let mut child = Command::new("tar")
+        .args(["cf", "-", dir])
+        .current_dir(root)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| io::Error::other(format!("tar: {e}")))?;
+    let mut out = child
+        .stdout
+        .take()
+        .ok_or_else(|| io::Error::other("tar: no stdout"))?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0;
+    loop {
+        match out.read(&mut buf)? {
+            0 => break,
+            n => total += n as u64,
+        }
+    }
+    finish(child, "tar")?;
+    Ok(total)
+}
+
+/// Run a tool to completion; an error carries its stderr's last line.
+fn run_tool(cmd: &mut Command) -> io::Result<()> {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    finish(child, &format!("{:?}", cmd.get_program()))
+}
+
+fn finish(child: std::process::Child, what: &str) -> io::Result<()> {
+    let out = child.wait_with_output()?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    Err(io::Error::other(format!(
+        "{what} {}: {}",
+        out.status,
+        err.lines().last().unwrap_or("").trim()
+    )))
 }
 
 /// The error with the path it happened on.

@@ -1,8 +1,10 @@
 //! Smoke test of the benchmark machinery: `--quick`, one round, against kernel overlayfs
-//! and whichever FUSE targets are installed (fuse-overlayfs, a built unionmount). It checks
-//! that every output is written and that kernel and fuse-overlayfs samples succeed; it
-//! asserts nothing about timings. Then the micro-benchmarks, `--quick --micro`. Needs
-//! root (skips otherwise).
+//! (default and `volatile`) and whichever FUSE targets are installed (fuse-overlayfs 1.x,
+//! fuse-overlayfs 2.0 if an earlier run installed it, a built unionmount). It checks that
+//! every output and section is written, that kernel and fuse-overlayfs samples succeed,
+//! and that the page cache of N kernel mounts of one file is that file once; it asserts
+//! nothing about timings. Then the micro-benchmarks, `--quick --micro`. Needs root
+//! (skips otherwise).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,6 +17,10 @@ fn unionmount_bin() -> Option<PathBuf> {
         .find(|p| p.exists())
 }
 
+/// fuse-overlayfs 2.0 where the bench installs it by default, if a run did already:
+/// the smoke test never installs it (that takes minutes).
+const FO2: &str = "/var/tmp/unionmount-bench/tools/fuse-overlayfs-2.0.0/bin/fuse-overlayfs";
+
 #[test]
 fn quick_run_writes_results() {
     // SAFETY: geteuid has no preconditions.
@@ -24,17 +30,23 @@ fn quick_run_writes_results() {
     }
     let base = std::env::temp_dir().join(format!("unionmount-bench-smoke-{}", std::process::id()));
     let (work, out) = (base.join("work"), base.join("out"));
-    let mut targets = vec!["kernel".to_string()];
-    if Path::new("/usr/bin/fuse-overlayfs").exists() {
-        targets.push("fuse-overlayfs".into());
-    }
+    let mut targets = vec!["kernel".to_string(), "kernel-volatile".to_string()];
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_unionmount-bench"));
+    if Path::new("/usr/bin/fuse-overlayfs").exists() {
+        targets.push("fuse-overlayfs-1".into());
+    }
+    if Path::new(FO2).exists() {
+        targets.push("fuse-overlayfs-2".into());
+        cmd.arg("--fuse-overlayfs-2").arg(FO2);
+    }
     if let Some(um) = unionmount_bin() {
         targets.push("unionmount".into());
+        targets.push("unionmount-volatile".into());
         cmd.arg("--unionmount").arg(um);
     }
     let status = cmd
-        .args(["--quick", "--rounds", "1", "--targets", &targets.join(",")])
+        .args(["--quick", "--rounds", "1", "--no-drop-caches"])
+        .args(["--targets", &targets.join(",")])
         .arg("--work-dir")
         .arg(&work)
         .arg("--out")
@@ -44,25 +56,64 @@ fn quick_run_writes_results() {
     assert!(status.success(), "unionmount-bench failed: {status}");
 
     let md = std::fs::read_to_string(out.join("results.md")).expect("results.md");
-    assert!(md.contains("stat walk, whole tree, cold"), "{md}");
+    for heading in [
+        "stat walk, whole tree, cold",
+        "## Reads and metadata",
+        "## Writes, durable class",
+        "## Writes, volatile class",
+        "## Targets of issue 14",
+    ] {
+        assert!(md.contains(heading), "{heading} missing: {md}");
+    }
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("results.json")).expect("results.json"))
             .expect("valid JSON");
     let samples = json["samples"].as_array().expect("samples");
-    let kernel: Vec<_> = samples.iter().filter(|s| s["target"] == "kernel").collect();
+    let on = |t: &str| -> Vec<&serde_json::Value> {
+        samples.iter().filter(|s| s["target"] == t).collect()
+    };
+    // Every workload but daemon-rss runs on the kernel; its volatile twin runs the
+    // writing ones only (copy-up, the creates, rm -rf, rename).
+    let kernel = on("kernel");
+    assert!(kernel.len() >= 19, "kernel ran {} workloads", kernel.len());
+    let volatile = on("kernel-volatile");
     assert!(
-        kernel.len() >= 14,
-        "kernel ran every workload but daemon-rss: {}",
-        kernel.len()
+        volatile.len() >= 5 && volatile.len() < kernel.len(),
+        "kernel-volatile ran {} workloads",
+        volatile.len()
     );
-    for s in samples
-        .iter()
-        .filter(|s| s["target"] == "kernel" || s["target"] == "fuse-overlayfs")
-    {
+    for s in kernel.iter().chain(&volatile) {
+        assert!(
+            s["error"].is_null() && s["refused"].is_null(),
+            "sample failed: {s}"
+        );
+    }
+    for s in on("fuse-overlayfs-1").iter().chain(&on("fuse-overlayfs-2")) {
         assert!(s["error"].is_null(), "sample failed: {s}");
     }
-    let two_targets = json["targets"].as_array().is_some_and(|t| t.len() > 1);
-    if two_targets && Path::new("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf").exists() {
+    // The page cache of N kernel overlay mounts of one file is that file, once, when a
+    // memory cgroup can account it (the measure itself is under test here, not speed).
+    let memcg = json["machine"]["memcg"].as_str().unwrap_or("");
+    if memcg.starts_with("cgroup v") {
+        let size = json["scale"]["shared_bytes"]
+            .as_f64()
+            .expect("shared_bytes");
+        for w in ["pagecache-rw", "pagecache-ro"] {
+            let s = kernel.iter().find(|s| s["workload"] == w).expect(w);
+            let v = s["value"].as_f64().expect("page cache measured");
+            assert!(
+                v > size * 0.5 && v < size * 2.0,
+                "{w}: {v} bytes for a {size}-byte file"
+            );
+        }
+    } else {
+        eprintln!("no memory cgroup here ({memcg}): page cache not checked");
+    }
+    // Bars are unionmount's and fuse-overlayfs 2.0's ratios.
+    let bars = targets
+        .iter()
+        .any(|t| t == "unionmount" || t == "fuse-overlayfs-2");
+    if bars && Path::new("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf").exists() {
         assert!(out.join("ratios.png").exists(), "chart not drawn");
     }
 
