@@ -8,27 +8,14 @@
 //! At open, `WORKDIR/work` is created if needed and emptied: anything there is a
 //! leftover of an interrupted copy-up, create or delete and was never visible.
 
+use crate::overlay::{self, WhiteoutForm, WhiteoutFormat};
 use crate::sys::{self, Errno, fs, xattr};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-/// How this mount writes whiteouts and opaque markers into the upper layer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum WhiteoutFormat {
-    /// Character device 0/0; opaque = `trusted.overlay.opaque=y` (root, as kernel overlayfs).
-    CharDev,
-    /// Empty `.wh.NAME` files; opaque = `.wh..wh..opq` (rootless, as containers-storage).
-    WhFile,
-}
-
-impl WhiteoutFormat {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            WhiteoutFormat::CharDev => "chardev",
-            WhiteoutFormat::WhFile => "whfile",
-        }
-    }
-}
+/// Index of a layer in `LayerStack::layers`: 0 is the upper layer when there is
+/// one ([`LayerStack::is_upper`]), the lower layers follow, top first.
+pub type LayerIdx = u16;
 
 /// Why the layer stack could not be opened; `Display` is one line.
 #[derive(Debug, thiserror::Error)]
@@ -51,12 +38,13 @@ pub enum StackError {
 pub struct StackSpec {
     /// Lower layer directories, top first.
     pub lowers: Vec<PathBuf>,
-    /// Whether each lower may hold `.wh.NAME` whiteouts (index-aligned; missing = true).
-    pub lower_wh_files: Vec<bool>,
+    /// The whiteout forms each lower may hold, as its store declares (index-aligned;
+    /// missing = `Either`, see `overlay` rule 3).
+    pub lower_formats: Vec<WhiteoutFormat>,
     pub upper: Option<PathBuf>,
     pub work: Option<PathBuf>,
-    /// Force a whiteout format instead of probing.
-    pub whiteout: Option<WhiteoutFormat>,
+    /// Force the whiteout form written into upper instead of probing.
+    pub whiteout: Option<WhiteoutForm>,
 }
 
 /// One layer directory.
@@ -65,8 +53,15 @@ pub struct Layer {
     pub root: OwnedFd,
     pub path: PathBuf,
     pub dev: u64,
-    /// May hold `.wh.NAME` / `.wh..wh..opq` markers (checked on lookup misses).
-    pub wh_files: bool,
+    /// The whiteout forms this layer may hold (`overlay` rule 3).
+    pub format: WhiteoutFormat,
+}
+
+impl Layer {
+    /// Does this layer read `.wh.` markers?
+    pub fn reads_markers(&self) -> bool {
+        self.format.reads_markers()
+    }
 }
 
 /// The upper layer's extras.
@@ -75,8 +70,8 @@ pub struct UpperExtra {
     /// `WORKDIR/work`, same file system as the upper layer.
     pub work: OwnedFd,
     pub work_path: PathBuf,
-    pub whiteout: WhiteoutFormat,
-    /// Xattr used to mark opaque directories in CharDev format.
+    pub whiteout: WhiteoutForm,
+    /// Xattr used to mark opaque directories in CharDev form.
     pub opaque_xattr: &'static str,
 }
 
@@ -107,15 +102,16 @@ impl LayerStack {
             }
             let work = prepare_work(wb.as_fd(), work_base)?;
             let whiteout = spec.whiteout.unwrap_or_else(|| probe_whiteout(work.as_fd()));
-            let opaque_xattr = if probe_trusted_xattr(work.as_fd()) { "trusted.overlay.opaque" } else { "user.overlay.opaque" };
-            // An existing upper may hold `.wh.` markers whatever this mount writes.
-            layers.push(Layer { root, path: up.clone(), dev, wh_files: true });
+            let opaque_xattr =
+                if probe_trusted_xattr(work.as_fd()) { overlay::OPAQUE_XATTR_TRUSTED } else { overlay::OPAQUE_XATTR_USER };
+            // An existing upper may hold either form whatever this mount writes.
+            layers.push(Layer { root, path: up.clone(), dev, format: WhiteoutFormat::Either });
             upper = Some(UpperExtra { work, work_path: work_base.join("work"), whiteout, opaque_xattr });
         }
         for (i, l) in spec.lowers.iter().enumerate() {
             let (root, dev) = open_dir(l, "lowerdir")?;
-            let wh_files = spec.lower_wh_files.get(i).copied().unwrap_or(true);
-            layers.push(Layer { root, path: l.clone(), dev, wh_files });
+            let format = spec.lower_formats.get(i).copied().unwrap_or_default();
+            layers.push(Layer { root, path: l.clone(), dev, format });
         }
         if layers.is_empty() {
             return Err(StackError::NoLayers);
@@ -128,6 +124,16 @@ impl LayerStack {
 
     pub fn has_upper(&self) -> bool {
         self.upper.is_some()
+    }
+
+    /// Is layer `l` the writable upper layer? (The one place that knows it is index 0.)
+    pub fn is_upper(&self, l: LayerIdx) -> bool {
+        l == 0 && self.upper.is_some()
+    }
+
+    /// Does layer `l` read `.wh.` markers?
+    pub fn reads_markers(&self, l: LayerIdx) -> bool {
+        self.layers.get(l as usize).is_some_and(Layer::reads_markers)
     }
 }
 
@@ -167,25 +173,26 @@ pub fn remove_tree_at(dir: std::os::fd::BorrowedFd<'_>, name: &std::ffi::CStr) -
 }
 
 /// Char-device whiteouts need mknod permission; try one in the work dir.
-fn probe_whiteout(work: std::os::fd::BorrowedFd<'_>) -> WhiteoutFormat {
+fn probe_whiteout(work: std::os::fd::BorrowedFd<'_>) -> WhiteoutForm {
     let name = c"whiteout-probe";
     match fs::mknod_at(work, name, libc::S_IFCHR, 0) {
         Ok(()) => {
             let _ = fs::unlink_at(work, name, false);
-            WhiteoutFormat::CharDev
+            WhiteoutForm::CharDev
         }
-        Err(_) => WhiteoutFormat::WhFile,
+        Err(_) => WhiteoutForm::WhFile,
     }
 }
 
-/// Whether `trusted.*` xattrs can be set here (root).
+/// Whether `trusted.*` xattrs can be set here (root): try the opaque one on a
+/// scratch directory.
 fn probe_trusted_xattr(work: std::os::fd::BorrowedFd<'_>) -> bool {
     let name = c"xattr-probe";
     if fs::mkdir_at(work, name, 0o700).is_err() {
         return false;
     }
     let ok = match fs::open_at(work, name, libc::O_PATH | libc::O_DIRECTORY, 0) {
-        Ok(fd) => xattr::set(xattr::Target::Fd(fd.as_fd()), "trusted.overlay.probe".as_ref(), b"y", 0).is_ok(),
+        Ok(fd) => xattr::set(xattr::Target::Fd(fd.as_fd()), overlay::OPAQUE_XATTR_TRUSTED.as_ref(), b"y", 0).is_ok(),
         Err(_) => false,
     };
     let _ = fs::unlink_at(work, name, true);

@@ -16,6 +16,7 @@ mod cmd;
 mod fuse;
 mod inspect;
 mod mount;
+mod overlay;
 mod record;
 
 /// bench/ drives a `LayerStack` directly (micro-benchmarks).

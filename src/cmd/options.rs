@@ -6,7 +6,7 @@
 //! UTF-8 except the few options that are text (fsname, numbers).
 
 use super::Usage;
-use crate::mount::{MountOpts, Passthrough, WhiteoutFormat};
+use crate::mount::{MountOpts, Passthrough, WhiteoutForm};
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
@@ -119,11 +119,7 @@ pub fn apply_option(o: &mut MountOpts, opt: &[u8]) -> Result<(), Usage> {
             })
         }
         (b"whiteout", Some(v)) => {
-            o.whiteout = Some(match v {
-                b"chardev" => WhiteoutFormat::CharDev,
-                b"whfile" => WhiteoutFormat::WhFile,
-                _ => return Err(Usage::new("option whiteout= takes chardev or whfile")),
-            })
+            o.whiteout = Some(WhiteoutForm::parse(v).ok_or_else(|| Usage::new("option whiteout= takes chardev or whfile"))?)
         }
         (k, None) if KERNEL_FLAGS.iter().any(|f| f.as_bytes() == k) => {
             o.kernel_flags.push(utf8(k, "flag")?);

@@ -2,7 +2,7 @@
 
 use super::options::split_options;
 use super::*;
-use crate::mount::{MountArgs, Passthrough, WhiteoutFormat};
+use crate::mount::{MountArgs, Passthrough, WhiteoutForm};
 use std::ffi::OsStr;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
@@ -102,7 +102,7 @@ fn tunables() {
     assert_eq!(m.opts.timeout, Some(0.5));
     assert_eq!(m.opts.threads, Some(3));
     assert_eq!(m.opts.passthrough, Some(Passthrough::Off));
-    assert_eq!(m.opts.whiteout, Some(WhiteoutFormat::WhFile));
+    assert_eq!(m.opts.whiteout, Some(WhiteoutForm::WhFile));
     assert!(m.opts.no_fsync);
     assert_eq!(m.opts.fsname.as_deref(), Some("x"));
 }

@@ -23,7 +23,8 @@
 //! would be corrupt); one that grows is cut at the size first seen. Output goes to
 //! a temporary file renamed into place, so a failed commit leaves no partial file.
 
-use super::layer::{Dir, Entry, Kind, WH_OPAQUE, WH_PREFIX};
+use super::layer::{Dir, Entry, Kind};
+use crate::overlay::{self, OPAQUE_MARKER, WH_PREFIX};
 use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -230,7 +231,7 @@ pub fn write_tar<W: Write>(root: &Path, w: W, bar: Option<&ProgressBar>) -> io::
     let meta = std::fs::metadata(root)?;
     let root_opaque = super::layer::xattrs_of(root)?
         .iter()
-        .any(|(k, v)| super::layer::is_overlay_private(k) && k.as_bytes().ends_with(b".opaque") && v == b"y");
+        .any(|(k, v)| overlay::is_opaque_xattr(k.as_bytes()) && overlay::is_opaque_value(v));
     let mut t = TarWalk { b: tar::Builder::new(w), links: HashMap::new(), bar, sockets: 0 };
     t.dir(&dir, b"", root_opaque, &meta)?;
     if t.sockets > 0 {
@@ -310,7 +311,7 @@ impl<W: Write> TarWalk<'_, W> {
         let listing = dir.list()?;
         if opaque || listing.opaque_marker {
             let mut p = prefix.to_vec();
-            p.extend_from_slice(WH_OPAQUE);
+            p.extend_from_slice(OPAQUE_MARKER.to_bytes());
             self.empty_file(meta, meta.mode() & 0o777, &p)?;
         }
         for e in &listing.entries {

@@ -36,12 +36,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
-/// Prefix of an OCI/AUFS whiteout file.
-pub const WH_PREFIX: &[u8] = b".wh.";
-/// Name of the OCI/AUFS opaque-directory marker.
-pub const WH_OPAQUE: &[u8] = b".wh..wh..opq";
-/// Longest file name Linux file systems accept.
-const NAME_MAX: usize = 255;
+use crate::overlay::{self, Marker, WhiteoutFormat};
 
 /// An open directory of a layer; children are reached only through it.
 pub struct Dir {
@@ -109,17 +104,11 @@ pub struct Listing {
 
 /// A char device 0/0: the overlay form of a whiteout.
 pub fn is_whiteout_dev(meta: &Metadata) -> bool {
-    meta.file_type().is_char_device() && meta.rdev() == 0
+    overlay::is_whiteout_dev(meta.mode(), meta.rdev())
 }
 
-/// True for `trusted.overlay.*` and `user.overlay.*` (the union core's rule).
-pub fn is_overlay_private(name: &OsStr) -> bool {
-    crate::union::is_private_xattr(name)
-}
-
-fn overlay_suffix(name: &OsStr) -> Option<&[u8]> {
-    let b = name.as_bytes();
-    b.strip_prefix(b"trusted.overlay.").or_else(|| b.strip_prefix(b"user.overlay."))
+fn is_opaque_xattr(k: &OsStr, v: &[u8]) -> bool {
+    overlay::is_opaque_xattr(k.as_bytes()) && overlay::is_opaque_value(v)
 }
 
 /// ENOENT and ENOTDIR mean "not there" for a lookup.
@@ -221,16 +210,17 @@ impl Dir {
         let mut entries = Vec::with_capacity(names.len());
         for name in &names {
             let b = name.as_bytes();
-            if b == WH_OPAQUE {
-                opaque_marker = true;
-                continue;
-            }
-            let Some(meta) = self.lstat(name)? else { continue };
-            if let Some(target) = b.strip_prefix(WH_PREFIX) {
-                if target.is_empty() || target.starts_with(WH_PREFIX) || target == b"." || target == b".." {
-                    // Other `.wh..wh.*` names are AUFS bookkeeping, not content.
+            let target = match overlay::marker(b, WhiteoutFormat::Either) {
+                None => None,
+                Some(Marker::Opaque) => {
+                    opaque_marker = true;
                     continue;
                 }
+                Some(Marker::Ignored) => continue,
+                Some(Marker::Whiteout(t)) => Some(t),
+            };
+            let Some(meta) = self.lstat(name)? else { continue };
+            if let Some(target) = target {
                 if present.contains(target) {
                     continue; // the real entry wins; it sees the marker itself
                 }
@@ -252,17 +242,16 @@ impl Dir {
             let mut special = Vec::new();
             let mut xattrs = Vec::new();
             for (k, v) in all {
-                match overlay_suffix(&k) {
-                    Some(b"opaque") => opaque |= v == b"y",
-                    Some(b"redirect") | Some(b"metacopy") => special.push(k),
-                    Some(_) => {}
-                    None => xattrs.push((k, v)),
+                if is_opaque_xattr(&k, &v) {
+                    opaque = true;
+                } else if overlay::changes_meaning(k.as_bytes()) {
+                    special.push(k);
+                } else if !overlay::is_private_xattr(k.as_bytes()) {
+                    xattrs.push((k, v));
                 }
             }
-            if kind == Kind::Dir && !whiteout {
-                let mut wh = WH_PREFIX.to_vec();
-                wh.extend_from_slice(b);
-                opaque |= present.contains(wh.as_slice());
+            if kind == Kind::Dir && !whiteout && let Ok(wh) = overlay::whiteout_marker(b) {
+                opaque |= present.contains(wh.as_bytes());
             }
             entries.push(Entry { name: name.clone(), meta, kind, whiteout, opaque, xattrs, special });
         }
@@ -293,8 +282,8 @@ pub fn xattrs_of(path: &Path) -> io::Result<Vec<(OsString, Vec<u8>)>> {
 
 /// Is the root of a layer opaque (`.wh..wh..opq` in it, or the opaque xattr)?
 pub fn root_is_opaque(dir: &Dir, path: &Path) -> io::Result<bool> {
-    Ok(dir.lstat(OsStr::from_bytes(WH_OPAQUE))?.is_some()
-        || xattrs_of(path)?.iter().any(|(k, v)| overlay_suffix(k) == Some(b"opaque") && v == b"y"))
+    Ok(dir.lstat(OsStr::from_bytes(overlay::OPAQUE_MARKER.to_bytes()))?.is_some()
+        || xattrs_of(path)?.iter().any(|(k, v)| is_opaque_xattr(k, v)))
 }
 
 /// What one layer holds at a name.
@@ -307,18 +296,19 @@ pub enum Probe {
 
 /// Look `name` up in one layer directory, both whiteout forms considered.
 pub fn probe(dir: &Dir, name: &OsStr) -> io::Result<Probe> {
-    let mut wh = WH_PREFIX.to_vec();
-    wh.extend_from_slice(name.as_bytes());
     // A name too long to carry the prefix cannot have a `.wh.` marker.
-    let marker = wh.len() <= NAME_MAX && dir.lstat(OsStr::from_bytes(&wh))?.is_some();
+    let marker = match overlay::whiteout_marker(name.as_bytes()) {
+        Ok(wh) => dir.lstat(OsStr::from_bytes(wh.as_bytes()))?.is_some(),
+        Err(_) => false,
+    };
     match dir.lstat(name)? {
         None if marker => Ok(Probe::Whiteout),
         None => Ok(Probe::Absent),
         Some(m) if is_whiteout_dev(&m) => Ok(Probe::Whiteout),
         Some(meta) if meta.is_dir() => {
             let opaque = marker
-                || dir.xattrs(name)?.iter().any(|(k, v)| overlay_suffix(k) == Some(b"opaque") && v == b"y")
-                || dir.open_dir(name)?.lstat(OsStr::from_bytes(WH_OPAQUE))?.is_some();
+                || dir.xattrs(name)?.iter().any(|(k, v)| is_opaque_xattr(k, v))
+                || dir.open_dir(name)?.lstat(OsStr::from_bytes(overlay::OPAQUE_MARKER.to_bytes()))?.is_some();
             Ok(Probe::Dir { meta, opaque })
         }
         Some(meta) => Ok(Probe::NonDir { meta }),

@@ -17,7 +17,7 @@ mod options;
 mod session;
 
 pub use crate::fuse::Passthrough;
-pub use crate::layers::WhiteoutFormat;
+pub use crate::overlay::WhiteoutForm;
 pub use error::{MountCallError, MountError};
 pub use options::{MountArgs, MountOpts};
 
@@ -71,7 +71,7 @@ fn plan(args: &MountArgs) -> Result<Plan, MountError> {
         };
         let img = crate::store::resolve(&q)?;
         spec.lowers = img.layers.iter().map(|l| l.dir.clone()).collect();
-        spec.lower_wh_files = img.lower_wh_files();
+        spec.lower_formats = img.lower_formats();
         if !args.opts.read_only {
             if let Some(up) = &args.upper {
                 create_dir(up, "upper dir")?;

@@ -1,7 +1,7 @@
 //! The typed options of a mount, as the front end (`cmd`) parses them from argv and
 //! `-o` strings. Plain data: every check that needs the file system is in `mount`.
 
-use super::{Passthrough, WhiteoutFormat};
+use super::{Passthrough, WhiteoutForm};
 use std::ffi::{OsStr, OsString};
 use std::path::PathBuf;
 
@@ -21,7 +21,7 @@ pub struct MountOpts {
     pub timeout: Option<f64>,
     pub threads: Option<usize>,
     pub passthrough: Option<Passthrough>,
-    pub whiteout: Option<WhiteoutFormat>,
+    pub whiteout: Option<WhiteoutForm>,
     pub store: Option<PathBuf>,
     /// Generic mount flags passed on to the kernel (nodev, nosuid, noexec, …).
     pub kernel_flags: Vec<String>,

@@ -64,17 +64,8 @@ pub struct StoreQuery {
     pub cache: Option<PathBuf>,
 }
 
-/// How a layer directory spells deletions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum WhiteoutFormat {
-    /// Char device 0/0 and `trusted.overlay.opaque=y` (Docker overlay2, cache as root).
-    CharDevice,
-    /// `.wh.NAME` files and `.wh..wh..opq` (cache unpacked without privileges).
-    WhFiles,
-    /// Either form may occur (containers-storage: depends on its mount_program setting).
-    Either,
-}
+/// How a layer directory spells deletions (defined with the other overlay rules).
+pub use crate::overlay::WhiteoutFormat;
 
 /// One layer of a resolved image.
 #[derive(Debug, Clone)]
@@ -111,9 +102,9 @@ pub struct ResolvedImage {
 }
 
 impl ResolvedImage {
-    /// Per layer (top first): may it hold `.wh.NAME` whiteouts? (`StackSpec::lower_wh_files`)
-    pub fn lower_wh_files(&self) -> Vec<bool> {
-        self.layers.iter().map(|l| l.whiteouts != WhiteoutFormat::CharDevice).collect()
+    /// Per layer (top first): the whiteout forms it may hold (`StackSpec::lower_formats`).
+    pub fn lower_formats(&self) -> Vec<WhiteoutFormat> {
+        self.layers.iter().map(|l| l.whiteouts).collect()
     }
 }
 

@@ -23,6 +23,7 @@
 //! ```
 
 use super::shown::cause;
+use crate::overlay::{AUFS_META_PREFIX, OPAQUE_MARKER, OPAQUE_XATTR_TRUSTED, WH_PREFIX};
 use crate::sys::store_ops::{self, NodeKind};
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
@@ -233,7 +234,7 @@ impl Ctx<'_> {
         let raw = e.path_bytes().into_owned();
         let comps = clean_path(&raw)?;
         let meta = entry_meta(&mut e)?;
-        if comps.iter().any(|c| c.as_bytes().starts_with(b".wh..wh.") && c != ".wh..wh..opq") {
+        if comps.iter().any(|c| c.as_bytes().starts_with(AUFS_META_PREFIX) && c.as_bytes() != OPAQUE_MARKER.to_bytes()) {
             self.stats.skipped += 1; // AUFS bookkeeping (.wh..wh.plnk, .wh..wh.aufs)
             return Ok(());
         }
@@ -247,8 +248,10 @@ impl Ctx<'_> {
         };
         let parent = walk_dirs(self.dest, parents, true)?;
         let nb = name.as_bytes();
-        if self.opts.privileged && nb.starts_with(b".wh.") {
-            return self.whiteout(&parent, &nb[4..], &meta);
+        if self.opts.privileged
+            && let Some(rest) = nb.strip_prefix(WH_PREFIX)
+        {
+            return self.whiteout(&parent, rest, &meta);
         }
         let target = parent.join(name);
         let is_dir = kind == T::Directory;
@@ -338,8 +341,8 @@ impl Ctx<'_> {
     /// Privileged only: turn an OCI whiteout into its overlay form.
     fn whiteout(&mut self, parent: &Path, rest: &[u8], meta: &Meta) -> Result<(), String> {
         let d = self.dest;
-        if rest == b".wh..opq" {
-            store_ops::lsetxattr(parent, b"trusted.overlay.opaque", b"y")
+        if Some(rest) == OPAQUE_MARKER.to_bytes().strip_prefix(WH_PREFIX) {
+            store_ops::lsetxattr(parent, OPAQUE_XATTR_TRUSTED.as_bytes(), b"y")
                 .map_err(|x| format!("{}: opaque xattr: {x}", rel(d, parent)))?;
             self.stats.whiteouts += 1;
             return Ok(());

@@ -32,10 +32,6 @@ impl Stat {
     pub fn atime(&self) -> (i64, i64) { (self.0.st_atime, self.0.st_atime_nsec) }
     pub fn mtime(&self) -> (i64, i64) { (self.0.st_mtime, self.0.st_mtime_nsec) }
     pub fn ctime(&self) -> (i64, i64) { (self.0.st_ctime, self.0.st_ctime_nsec) }
-    /// An overlay whiteout: a character device with device number 0/0.
-    pub fn is_whiteout(&self) -> bool {
-        self.file_type() == libc::S_IFCHR && self.0.st_rdev == 0
-    }
 }
 
 fn own(fd: RawFd) -> OwnedFd {

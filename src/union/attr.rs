@@ -2,7 +2,9 @@
 //! xattrs come from the topmost object. Overlay-private xattrs are invisible:
 //! reading one says ENODATA, listing skips them, setting or removing one is EPERM.
 
-use super::{Attr, UnionFs, is_private_xattr};
+use super::{Attr, UnionFs};
+use crate::overlay::is_private_xattr;
+use std::os::unix::ffi::OsStrExt;
 use crate::sys::fs::{self, SetTime};
 use crate::sys::{Errno, SysResult, xattr};
 use std::ffi::OsStr;
@@ -49,7 +51,7 @@ impl UnionFs {
     }
 
     pub fn getxattr(&self, ino: u64, name: &OsStr) -> SysResult<Vec<u8>> {
-        if is_private_xattr(name) {
+        if is_private_xattr(name.as_bytes()) {
             return Err(Errno::ENODATA);
         }
         let (_, fd) = self.node(ino)?.top()?;
@@ -61,7 +63,7 @@ impl UnionFs {
         let (_, fd) = self.node(ino)?.top()?;
         let mut out = Vec::new();
         for n in xattr::list(xattr::Target::Fd(fd.as_fd()))? {
-            if !is_private_xattr(std::os::unix::ffi::OsStrExt::from_bytes(&n[..])) {
+            if !is_private_xattr(&n) {
                 out.extend_from_slice(&n);
                 out.push(0);
             }
@@ -70,7 +72,7 @@ impl UnionFs {
     }
 
     pub fn setxattr(&self, ino: u64, name: &OsStr, value: &[u8], flags: i32) -> SysResult<()> {
-        if is_private_xattr(name) {
+        if is_private_xattr(name.as_bytes()) {
             return Err(Errno::EPERM);
         }
         let node = self.node(ino)?;
@@ -80,7 +82,7 @@ impl UnionFs {
     }
 
     pub fn removexattr(&self, ino: u64, name: &OsStr) -> SysResult<()> {
-        if is_private_xattr(name) {
+        if is_private_xattr(name.as_bytes()) {
             return Err(Errno::EPERM);
         }
         let node = self.node(ino)?;

@@ -11,7 +11,7 @@
 
 use super::UnionFs;
 use super::inode::Node;
-use crate::layers::WhiteoutFormat;
+use crate::overlay::{self, WhiteoutForm};
 use crate::sys::fs::{self, SetTime, Stat};
 use crate::sys::{Errno, SysResult, xattr};
 use std::ffi::CStr;
@@ -113,7 +113,7 @@ pub fn copy_xattrs(src: xattr::Target<'_>, dst: xattr::Target<'_>) -> SysResult<
     };
     for n in names {
         let name = std::ffi::OsStr::from_bytes(&n);
-        if super::is_private_xattr(name) {
+        if overlay::is_private_xattr(&n) {
             continue;
         }
         let lenient = n.starts_with(b"security.") || n.starts_with(b"trusted.");
@@ -289,14 +289,14 @@ impl UnionFs {
     /// Mark upper directory `dir` opaque in this mount's format.
     pub(crate) fn set_opaque(&self, dir: &Held) -> SysResult<()> {
         let upper = self.require_upper()?;
-        if upper.whiteout == WhiteoutFormat::WhFile {
+        if upper.whiteout == WhiteoutForm::WhFile {
             dir.note_marker_written();
         }
         match upper.whiteout {
-            WhiteoutFormat::CharDev => xattr::set(xattr::Target::Fd(dir.as_fd()), upper.opaque_xattr.as_ref(), b"y", 0),
-            WhiteoutFormat::WhFile => match fs::open_at(
+            WhiteoutForm::CharDev => xattr::set(xattr::Target::Fd(dir.as_fd()), upper.opaque_xattr.as_ref(), b"y", 0),
+            WhiteoutForm::WhFile => match fs::open_at(
                 dir.as_fd(),
-                c".wh..wh..opq",
+                overlay::OPAQUE_MARKER,
                 libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
                 0o600,
             ) {

@@ -67,7 +67,7 @@ impl Held {
         let mut markers = false;
         let mut hashes = Vec::new();
         for n in names {
-            markers |= n.starts_with(b".wh.");
+            markers |= crate::overlay::is_reserved_name(n);
             if immutable {
                 hashes.push(name_hash(b"", n));
             }

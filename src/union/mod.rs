@@ -4,9 +4,9 @@
 //! the logic can be driven without a mount. `fuse.rs` adapts it to fuser.
 //!
 //! Lookup walks the merged parent's directories top-down and stops at the first
-//! entry, whiteout (char 0/0 or `.wh.NAME`) or opaque directory. Names starting with
-//! `.wh.` are whiteout markers: never shown, never created by users. Overlay-private
-//! xattrs (`trusted.overlay.*`, `user.overlay.*`) are hidden.
+//! entry, whiteout (char 0/0 or `.wh.NAME`) or opaque directory. The rules (which
+//! names are markers, which layers read them, which xattrs are private) are
+//! `crate::overlay`'s; this module applies them.
 //!
 //! Module map: `inode` (node table, inode numbers), `cache` (lookup LRU), `resolve`
 //! (the layer walk), `readdir` (merge), `copyup`, `namespace` (create, unlink,
@@ -26,12 +26,14 @@ pub mod rename;
 pub mod resolve;
 
 use crate::layers::LayerStack;
+use crate::overlay::{self, WhiteoutForm};
 use crate::sys::fs::{self, Stat};
 use crate::sys::{Errno, SysResult};
 use cache::LookupCache;
 use inode::{DirLayer, Held, LayerIdx, Node, NodeState, NodeTable};
 use std::ffi::OsStr;
 use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -77,19 +79,6 @@ pub struct UnionFs {
     tmp_seq: AtomicU64,
     /// Copy-ups in progress, one lock per inode (never held nested).
     copyups: copyup::InProgress,
-}
-
-/// True for names that are whiteout markers in some layer format.
-pub fn is_wh_name(name: &OsStr) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    name.as_bytes().starts_with(b".wh.")
-}
-
-/// True for xattrs that belong to the overlay machinery, not to file content.
-pub fn is_private_xattr(name: &OsStr) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let b = name.as_bytes();
-    b.starts_with(b"trusted.overlay.") || b.starts_with(b"user.overlay.")
 }
 
 impl UnionFs {
@@ -184,7 +173,7 @@ impl UnionFs {
 
     /// `lookup_node`, plus the stat the layer walk saw when it had to walk.
     fn lookup_node_stat(&self, parent: u64, name: &OsStr) -> SysResult<(Arc<Node>, Option<Stat>)> {
-        if is_wh_name(name) {
+        if overlay::is_reserved_name(name.as_bytes()) {
             return Err(Errno::ENOENT);
         }
         match self.cache.get(parent, name) {
@@ -264,8 +253,8 @@ impl UnionFs {
     pub fn statfs(&self) -> SysResult<libc::statvfs> {
         let mut st = fs::fstatvfs(self.stack.layers[0].root.as_fd())?;
         // With `.wh.NAME` whiteouts, a deletable name leaves room for the prefix.
-        if self.stack.upper.as_ref().is_some_and(|u| u.whiteout == crate::layers::WhiteoutFormat::WhFile) {
-            st.f_namemax = st.f_namemax.min(251);
+        if self.stack.upper.as_ref().is_some_and(|u| u.whiteout == WhiteoutForm::WhFile) {
+            st.f_namemax = st.f_namemax.min(overlay::MARKABLE_NAME_MAX as u64);
         }
         Ok(st)
     }

@@ -10,13 +10,15 @@
 //! Each change invalidates exactly the lookup-cache keys it touches.
 
 use super::inode::{Held, Node, NodeState};
-use super::resolve::{self, Resolved, wh_name};
-use super::{Attr, Ctx, UnionFs, is_wh_name};
-use crate::layers::{WhiteoutFormat, remove_tree_at};
+use super::resolve::{self, Resolved};
+use super::{Attr, Ctx, UnionFs};
+use crate::layers::remove_tree_at;
+use crate::overlay::{self, WhiteoutForm};
 use crate::sys::fs;
 use crate::sys::{Errno, SysResult};
 use std::ffi::{CStr, CString, OsStr};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
 /// State of a name in the upper directory before something is created there.
@@ -40,7 +42,7 @@ impl UnionFs {
     /// Checks common to every new name; returns the parent node and its C name.
     fn new_name(&self, parent: u64, name: &OsStr) -> SysResult<(Arc<Node>, CString)> {
         let cname = crate::sys::component(name)?;
-        if is_wh_name(name) {
+        if overlay::is_reserved_name(name.as_bytes()) {
             // `.wh.` names would read as whiteouts in a later mount.
             return Err(Errno::EINVAL);
         }
@@ -54,7 +56,7 @@ impl UnionFs {
 
     fn slot_of(&self, pdir: BorrowedFd<'_>, cname: &CStr, name: &OsStr) -> SysResult<Slot> {
         match fs::stat_at(pdir, cname) {
-            Ok(st) if st.is_whiteout() => Ok(Slot::CharWhiteout),
+            Ok(st) if overlay::is_whiteout(&st) => Ok(Slot::CharWhiteout),
             Ok(_) => Err(Errno::EEXIST),
             Err(Errno::ENOENT) => {
                 Ok(if resolve::wh_marker_exists(pdir, name) { Slot::WhFile } else { Slot::Free })
@@ -65,7 +67,6 @@ impl UnionFs {
 
     /// Make the object in `dir/nm`; returns an open fd for files.
     fn make(&self, kind: &NewKind<'_>, dir: BorrowedFd<'_>, nm: &CStr) -> SysResult<Option<OwnedFd>> {
-        use std::os::unix::ffi::OsStrExt;
         match kind {
             NewKind::File { mode, flags } => {
                 let fl = (flags & !(libc::O_TRUNC | libc::O_NOFOLLOW)) | libc::O_CREAT | libc::O_EXCL;
@@ -144,7 +145,7 @@ impl UnionFs {
                         self.set_opaque(&fd)?;
                     }
                     if slot == Slot::WhFile {
-                        fs::unlink_at(pdir.as_fd(), &wh_name(name)?, false)?;
+                        fs::unlink_at(pdir.as_fd(), &overlay::whiteout_marker(name.as_bytes())?, false)?;
                     }
                     Ok(())
                 })();
@@ -222,7 +223,7 @@ impl UnionFs {
         let work = upper.work.as_fd();
         let need_wh = resolve::lower_has(&self.stack, &pnode.dirs(), &cname, name)?;
         let in_upper = match fs::stat_at(pdir.as_fd(), &cname) {
-            Ok(st) if !st.is_whiteout() => Some(st),
+            Ok(st) if !overlay::is_whiteout(&st) => Some(st),
             _ => None,
         };
         match (in_upper, need_wh, upper.whiteout) {
@@ -236,7 +237,7 @@ impl UnionFs {
                 }
                 self.forget_upper(&st);
             }
-            (Some(st), true, WhiteoutFormat::CharDev) => {
+            (Some(st), true, WhiteoutForm::CharDev) => {
                 let tmp = self.tmp_name();
                 fs::mknod_at(work, &tmp, libc::S_IFCHR, 0)?;
                 if let Err(e) = fs::rename_at(work, &tmp, pdir.as_fd(), &cname, libc::RENAME_EXCHANGE) {
@@ -246,15 +247,15 @@ impl UnionFs {
                 self.discard(work, tmp, st.is_dir());
                 self.forget_upper(&st);
             }
-            (Some(st), true, WhiteoutFormat::WhFile) => {
+            (Some(st), true, WhiteoutForm::WhFile) => {
                 self.make_wh_file(&pdir, name)?;
                 let tmp = self.tmp_name();
                 fs::rename_at(pdir.as_fd(), &cname, work, &tmp, 0)?;
                 self.discard(work, tmp, st.is_dir());
                 self.forget_upper(&st);
             }
-            (None, true, WhiteoutFormat::CharDev) => fs::mknod_at(pdir.as_fd(), &cname, libc::S_IFCHR, 0)?,
-            (None, true, WhiteoutFormat::WhFile) => self.make_wh_file(&pdir, name)?,
+            (None, true, WhiteoutForm::CharDev) => fs::mknod_at(pdir.as_fd(), &cname, libc::S_IFCHR, 0)?,
+            (None, true, WhiteoutForm::WhFile) => self.make_wh_file(&pdir, name)?,
             (None, false, _) => return Err(Errno::ENOENT),
         }
         Ok(())
@@ -263,7 +264,7 @@ impl UnionFs {
     /// Write a `.wh.NAME` whiteout into upper directory `dir`.
     pub(crate) fn make_wh_file(&self, dir: &Held, name: &OsStr) -> SysResult<()> {
         dir.note_marker_written();
-        match fs::open_at(dir.as_fd(), &wh_name(name)?, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, 0o600) {
+        match fs::open_at(dir.as_fd(), &overlay::whiteout_marker(name.as_bytes())?, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, 0o600) {
             Ok(_) | Err(Errno::EEXIST) => Ok(()),
             Err(e) => Err(e),
         }

@@ -10,9 +10,10 @@
 
 use super::UnionFs;
 use super::inode::ROOT_INO;
+use crate::overlay::{self, Marker};
 use crate::sys::{SysResult, dir, fs};
 use std::collections::HashSet;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 
@@ -57,21 +58,22 @@ impl UnionFs {
         for (i, (layer, dfd)) in dirs.iter().enumerate() {
             let entries = dir::read_all(dfd.as_fd())?;
             // Remember what the listing showed so lookups can skip probes here.
-            let lower = !(self.has_upper() && *layer == 0);
+            let lower = !self.stack.is_upper(*layer);
             if lower && !dfd.listed() {
                 dfd.learn_listing(entries.iter().map(|e| e.name.as_bytes()), true);
             }
             let dev = self.stack.layers[*layer as usize].dev;
-            let wh_files = self.stack.layers[*layer as usize].wh_files;
+            let format = self.stack.layers[*layer as usize].format;
             // Whiteouts found in this layer apply to the layers below only.
             let mut hidden_here: Vec<OsString> = Vec::new();
             let mut markers = false;
             for e in entries {
-                let b = e.name.as_bytes();
-                if b.starts_with(b".wh.") {
+                if let Some(m) = overlay::marker(e.name.as_bytes(), format) {
                     markers = true;
-                    if wh_files && b != b".wh..wh..opq" && i != last {
-                        hidden_here.push(OsString::from(std::ffi::OsStr::from_bytes(&b[4..])));
+                    if let Marker::Whiteout(target) = m
+                        && i != last
+                    {
+                        hidden_here.push(OsStr::from_bytes(target).to_os_string());
                     }
                     continue;
                 }
@@ -82,7 +84,7 @@ impl UnionFs {
                 if kind.is_none() || kind == Some(libc::S_IFCHR) {
                     let Ok(c) = crate::sys::component(&e.name) else { continue };
                     let Ok(st) = fs::stat_at(dfd.as_fd(), &c) else { continue };
-                    if st.is_whiteout() {
+                    if overlay::is_whiteout(&st) {
                         seen.insert(e.name);
                         continue;
                     }

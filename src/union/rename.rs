@@ -9,12 +9,14 @@
 
 use super::UnionFs;
 use super::inode::Node;
-use super::resolve::{self, wh_name};
-use crate::layers::{WhiteoutFormat, clear_dir};
+use super::resolve;
+use crate::layers::clear_dir;
+use crate::overlay::{self, WhiteoutForm};
 use crate::sys::fs;
 use crate::sys::{Errno, SysResult};
 use std::ffi::OsStr;
 use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
 impl UnionFs {
@@ -25,7 +27,7 @@ impl UnionFs {
         if flags & libc::RENAME_NOREPLACE != 0 && flags & libc::RENAME_EXCHANGE != 0 {
             return Err(Errno::EINVAL);
         }
-        if super::is_wh_name(newname) {
+        if overlay::is_reserved_name(newname.as_bytes()) {
             return Err(Errno::EINVAL);
         }
         self.require_upper()?;
@@ -110,7 +112,7 @@ impl UnionFs {
         let mut drop_wh_file = false;
         let mut replaced = None;
         match fs::stat_at(npdir.as_fd(), &cnew) {
-            Ok(st) if st.is_whiteout() => {
+            Ok(st) if overlay::is_whiteout(&st) => {
                 if src.is_dir() {
                     fs::unlink_at(npdir.as_fd(), &cnew, false)?;
                 }
@@ -131,14 +133,14 @@ impl UnionFs {
         let mut rflags = 0;
         if need_wh {
             match upper.whiteout {
-                WhiteoutFormat::CharDev => rflags |= libc::RENAME_WHITEOUT,
-                WhiteoutFormat::WhFile => self.make_wh_file(&pdir, name)?,
+                WhiteoutForm::CharDev => rflags |= libc::RENAME_WHITEOUT,
+                WhiteoutForm::WhFile => self.make_wh_file(&pdir, name)?,
             }
         }
         let pin = dst.filter(|d| !d.is_dir()).and_then(|d| d.top().ok()).map(|(_, fd)| fd);
         fs::rename_at(pdir.as_fd(), &cname, npdir.as_fd(), &cnew, rflags)?;
         if drop_wh_file {
-            let _ = fs::unlink_at(npdir.as_fd(), &wh_name(newname)?, false);
+            let _ = fs::unlink_at(npdir.as_fd(), &overlay::whiteout_marker(newname.as_bytes())?, false);
         }
         if let Some(st) = replaced
             && (st.is_dir() || st.nlink() <= 1) {

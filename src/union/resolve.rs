@@ -1,18 +1,18 @@
 //! The layer walk: find the topmost object for a name in a merged directory.
 //!
-//! Rules (kernel overlayfs): layers are searched top-down; the first layer with an
-//! entry decides. A whiteout (char 0/0, or an empty `.wh.NAME` in layers that may
-//! hold them) ends the search with "absent". A non-directory hides everything
-//! below. A directory merges with directories of the same name below it until a
-//! layer has a non-directory or whiteout there, or a directory is opaque
-//! (`trusted.overlay.opaque=y`, `user.overlay.opaque=y` or a `.wh..wh..opq` entry).
+//! The walk applies `crate::overlay`'s rules 1 to 3: layers are searched top-down; the
+//! first layer with an entry decides; a whiteout (char 0/0, or `.wh.NAME` in layers
+//! that read markers) ends the search with "absent"; a non-directory hides everything
+//! below; a directory merges with the directories of its name below it until one
+//! hides the rest (a non-directory, a whiteout, or an opaque directory).
 //! Every open is `O_PATH|O_NOFOLLOW` of one component below a held directory fd.
 
 use super::inode::{DirLayer, Held, LayerIdx, name_hash};
 use crate::layers::LayerStack;
+use crate::overlay;
 use crate::sys::fs::{self, Stat};
 use crate::sys::{Errno, SysResult, xattr};
-use std::ffi::{CStr, CString, OsStr};
+use std::ffi::{CStr, OsStr};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
@@ -31,16 +31,6 @@ pub enum Resolved {
     Found(Found),
 }
 
-/// `.wh.NAME` as a C string.
-pub fn wh_name(name: &OsStr) -> SysResult<CString> {
-    let mut b = b".wh.".to_vec();
-    b.extend_from_slice(name.as_bytes());
-    if b.len() > 255 {
-        return Err(Errno::ENAMETOOLONG);
-    }
-    CString::new(b).map_err(|_| Errno::EINVAL)
-}
-
 /// Directories up to this size are listed once to learn whether they hold `.wh.`
 /// markers at all, instead of probing `.wh.NAME` on every miss.
 const SCAN_MAX_DIR_BYTES: u64 = 16 * 1024;
@@ -56,13 +46,13 @@ pub struct Key<'a> {
 impl<'a> Key<'a> {
     pub fn new(cname: &'a CStr, name: &'a OsStr) -> Key<'a> {
         let b = name.as_bytes();
-        Key { cname, name, hash: name_hash(b"", b), wh_hash: name_hash(b".wh.", b) }
+        Key { cname, name, hash: name_hash(b"", b), wh_hash: name_hash(overlay::WH_PREFIX, b) }
     }
 }
 
 /// Does `dir` (in `layer`) hold a `.wh.NAME` whiteout for `key`?
 fn has_wh_file(stack: &LayerStack, layer: LayerIdx, dir: &Held, key: &Key<'_>) -> bool {
-    if !stack.layers[layer as usize].wh_files {
+    if !stack.reads_markers(layer) {
         return false;
     }
     if dir.has_markers().is_none() {
@@ -77,7 +67,7 @@ fn has_wh_file(stack: &LayerStack, layer: LayerIdx, dir: &Held, key: &Key<'_>) -
 /// Is there a `.wh.NAME` entry in `dir`? A name too long to carry the prefix
 /// cannot have one.
 pub fn wh_marker_exists(dir: BorrowedFd<'_>, name: &OsStr) -> bool {
-    match wh_name(name) {
+    match overlay::whiteout_marker(name.as_bytes()) {
         Ok(w) => fs::stat_at(dir, &w).is_ok(),
         Err(_) => false,
     }
@@ -91,8 +81,7 @@ fn scan_small_dir(stack: &LayerStack, layer: LayerIdx, dir: &Held) {
         return;
     }
     if let Ok(entries) = crate::sys::dir::read_all(dir.as_fd()) {
-        let lower = !(stack.has_upper() && layer == 0);
-        dir.learn_listing(entries.iter().map(|e| e.name.as_bytes()), lower);
+        dir.learn_listing(entries.iter().map(|e| e.name.as_bytes()), !stack.is_upper(layer));
     }
 }
 
@@ -100,15 +89,14 @@ fn scan_small_dir(stack: &LayerStack, layer: LayerIdx, dir: &Held) {
 pub fn is_opaque(stack: &LayerStack, layer: LayerIdx, dir: BorrowedFd<'_>) -> bool {
     if let Ok(names) = xattr::list(xattr::Target::Fd(dir)) {
         for n in names {
-            if n == b"trusted.overlay.opaque" || n == b"user.overlay.opaque" {
-                let name = OsStr::from_bytes(&n);
-                if xattr::get(xattr::Target::Fd(dir), name).is_ok_and(|v| v == b"y") {
-                    return true;
-                }
+            if overlay::is_opaque_xattr(&n)
+                && xattr::get(xattr::Target::Fd(dir), OsStr::from_bytes(&n)).is_ok_and(|v| overlay::is_opaque_value(&v))
+            {
+                return true;
             }
         }
     }
-    stack.layers[layer as usize].wh_files && fs::stat_at(dir, c".wh..wh..opq").is_ok()
+    stack.reads_markers(layer) && fs::stat_at(dir, overlay::OPAQUE_MARKER).is_ok()
 }
 
 /// What one layer directory says about `name`.
@@ -121,7 +109,7 @@ pub enum InLayer {
 
 pub fn probe(stack: &LayerStack, layer: LayerIdx, held: &Held, key: &Key<'_>) -> SysResult<InLayer> {
     let (dir, cname) = (held.as_fd(), key.cname);
-    let lower = !(stack.has_upper() && layer == 0);
+    let lower = !stack.is_upper(layer);
     if lower && !held.listed() && held.has_markers().is_none() {
         scan_small_dir(stack, layer, held);
     }
@@ -130,7 +118,7 @@ pub fn probe(stack: &LayerStack, layer: LayerIdx, held: &Held, key: &Key<'_>) ->
         return Ok(if has_wh_file(stack, layer, held, key) { InLayer::Whiteout } else { InLayer::Absent });
     }
     match fs::stat_at(dir, cname) {
-        Ok(st) if st.is_whiteout() => Ok(InLayer::Whiteout),
+        Ok(st) if overlay::is_whiteout(&st) => Ok(InLayer::Whiteout),
         Ok(st) if st.is_dir() => {
             // O_DIRECTORY|O_NOFOLLOW: if it was swapped for a symlink meanwhile, fail.
             let fd = fs::open_at(dir, cname, libc::O_PATH | libc::O_DIRECTORY, 0)?;
@@ -195,6 +183,6 @@ fn collect_below(
 /// Is there a visible entry `name` in the layers of `dirs` below the upper layer?
 /// (Decides whether removing the upper entry needs a whiteout.)
 pub fn lower_has(stack: &LayerStack, dirs: &[DirLayer], cname: &CStr, name: &OsStr) -> SysResult<bool> {
-    let below: Vec<DirLayer> = dirs.iter().filter(|(l, _)| !(stack.has_upper() && *l == 0)).cloned().collect();
+    let below: Vec<DirLayer> = dirs.iter().filter(|(l, _)| !stack.is_upper(*l)).cloned().collect();
     Ok(matches!(resolve(stack, &below, cname, name)?, Resolved::Found(_)))
 }

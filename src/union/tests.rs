@@ -3,7 +3,8 @@
 use super::namespace::NewKind;
 use super::inode::ROOT_INO;
 use super::*;
-use crate::layers::{StackSpec, WhiteoutFormat};
+use crate::layers::StackSpec;
+use crate::overlay::WhiteoutForm;
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
@@ -17,7 +18,7 @@ struct Fixture {
 const CTX: Ctx = Ctx { uid: 0, gid: 0 };
 
 /// Two lowers (top: l1) and an upper, in the given whiteout format.
-fn fixture(build: impl FnOnce(&Path, &Path), wh: WhiteoutFormat) -> Fixture {
+fn fixture(build: impl FnOnce(&Path, &Path), wh: WhiteoutForm) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let (l1, l2, up, work) = (dir.path().join("l1"), dir.path().join("l2"), dir.path().join("u"), dir.path().join("w"));
     for d in [&l1, &l2, &up, &work] {
@@ -62,7 +63,7 @@ fn basic(l1: &Path, l2: &Path) {
 
 #[test]
 fn lookup_and_merge_follow_overlay_rules() {
-    let f = fixture(basic, WhiteoutFormat::CharDev);
+    let f = fixture(basic, WhiteoutForm::CharDev);
     assert_eq!(names(&f, ROOT_INO), [".", "..", "a", "b", "d", "o"]);
     assert_eq!(f.fs.lookup(ROOT_INO, "gone".as_ref()).err(), Some(Errno::ENOENT));
     assert_eq!(f.fs.lookup(ROOT_INO, ".wh.gone".as_ref()).err(), Some(Errno::ENOENT));
@@ -79,7 +80,7 @@ fn lookup_and_merge_follow_overlay_rules() {
 
 #[test]
 fn copy_up_keeps_inode_and_content() {
-    let f = fixture(basic, WhiteoutFormat::CharDev);
+    let f = fixture(basic, WhiteoutForm::CharDev);
     let b = f.fs.lookup(ROOT_INO, "b".as_ref()).unwrap();
     let (fh, _) = f.fs.open(b.ino, libc::O_WRONLY | libc::O_APPEND).unwrap();
     f.fs.write(fh, 3, b"!").unwrap();
@@ -92,16 +93,16 @@ fn copy_up_keeps_inode_and_content() {
 
 #[test]
 fn unlink_leaves_whiteout_in_each_format() {
-    for wh in [WhiteoutFormat::CharDev, WhiteoutFormat::WhFile] {
+    for wh in [WhiteoutForm::CharDev, WhiteoutForm::WhFile] {
         let f = fixture(basic, wh);
         f.fs.remove(ROOT_INO, "b".as_ref(), false).unwrap();
         assert_eq!(f.fs.lookup(ROOT_INO, "b".as_ref()).err(), Some(Errno::ENOENT));
         match wh {
-            WhiteoutFormat::CharDev => {
+            WhiteoutForm::CharDev => {
                 let m = fs::symlink_metadata(f.upper.join("b")).unwrap();
                 assert!(m.file_type().is_char_device() && m.rdev() == 0);
             }
-            WhiteoutFormat::WhFile => assert!(f.upper.join(".wh.b").exists()),
+            WhiteoutForm::WhFile => assert!(f.upper.join(".wh.b").exists()),
         }
         // Re-creating replaces the whiteout; a directory made there is opaque.
         let (a, _) = f.fs.create(&CTX, ROOT_INO, "b".as_ref(), NewKind::Dir { mode: 0o755 }).unwrap();
@@ -112,7 +113,7 @@ fn unlink_leaves_whiteout_in_each_format() {
 
 #[test]
 fn rmdir_counts_whiteouts_as_empty() {
-    let f = fixture(basic, WhiteoutFormat::CharDev);
+    let f = fixture(basic, WhiteoutForm::CharDev);
     let d = f.fs.lookup(ROOT_INO, "d".as_ref()).unwrap();
     assert_eq!(f.fs.remove(ROOT_INO, "d".as_ref(), true).err(), Some(Errno::ENOTEMPTY));
     f.fs.remove(d.ino, "x".as_ref(), false).unwrap();
@@ -123,7 +124,7 @@ fn rmdir_counts_whiteouts_as_empty() {
 
 #[test]
 fn rename_of_lower_directory_works() {
-    let f = fixture(basic, WhiteoutFormat::CharDev);
+    let f = fixture(basic, WhiteoutForm::CharDev);
     f.fs.rename(ROOT_INO, "d".as_ref(), ROOT_INO, "moved".as_ref(), 0).unwrap();
     assert_eq!(f.fs.lookup(ROOT_INO, "d".as_ref()).err(), Some(Errno::ENOENT));
     let m = f.fs.lookup(ROOT_INO, "moved".as_ref()).unwrap();
@@ -133,7 +134,7 @@ fn rename_of_lower_directory_works() {
 
 #[test]
 fn rename_flags() {
-    let f = fixture(basic, WhiteoutFormat::CharDev);
+    let f = fixture(basic, WhiteoutForm::CharDev);
     let noreplace = libc::RENAME_NOREPLACE;
     assert_eq!(f.fs.rename(ROOT_INO, "a".as_ref(), ROOT_INO, "b".as_ref(), noreplace).err(), Some(Errno::EEXIST));
     f.fs.rename(ROOT_INO, "a".as_ref(), ROOT_INO, "b".as_ref(), libc::RENAME_EXCHANGE).unwrap();
@@ -144,7 +145,7 @@ fn rename_flags() {
 
 #[test]
 fn wh_names_are_refused_and_private_xattrs_hidden() {
-    let f = fixture(basic, WhiteoutFormat::CharDev);
+    let f = fixture(basic, WhiteoutForm::CharDev);
     let r = f.fs.create(&CTX, ROOT_INO, ".wh.x".as_ref(), NewKind::File { mode: 0o644, flags: libc::O_RDWR });
     assert_eq!(r.err(), Some(Errno::EINVAL));
     assert_eq!(f.fs.setxattr(ROOT_INO, "trusted.overlay.opaque".as_ref(), b"y", 0).err(), Some(Errno::EPERM));
@@ -158,7 +159,7 @@ fn wh_names_are_refused_and_private_xattrs_hidden() {
 
 #[test]
 fn forget_drops_nodes_but_keeps_parents_of_live_children() {
-    let f = fixture(basic, WhiteoutFormat::CharDev);
+    let f = fixture(basic, WhiteoutForm::CharDev);
     let base = f.fs.node_count();
     let d = f.fs.lookup(ROOT_INO, "d".as_ref()).unwrap();
     let x = f.fs.lookup(d.ino, "x".as_ref()).unwrap();
