@@ -99,6 +99,15 @@ pub fn is_opaque(stack: &LayerStack, layer: LayerIdx, dir: BorrowedFd<'_>) -> bo
     stack.reads_markers(layer) && fs::stat_at(dir, overlay::OPAQUE_MARKER).is_ok()
 }
 
+/// Does directory `dir`, found as `key` in `parent` of `layer`, hide the directories
+/// of its name below? When it is opaque, or when `parent` also holds its `.wh.` marker
+/// (`overlay` rule 2: the marker deletes the namesakes below, the directory stays).
+/// The marker check costs no system call where the parent is known to hold no
+/// markers or, in a lower layer, not that one, and none in layers that read no markers.
+fn hides_below(stack: &LayerStack, layer: LayerIdx, parent: &Held, dir: BorrowedFd<'_>, key: &Key<'_>) -> bool {
+    has_wh_file(stack, layer, parent, key) || is_opaque(stack, layer, dir)
+}
+
 /// What one layer directory says about `name`.
 pub enum InLayer {
     Absent,
@@ -145,7 +154,7 @@ pub fn resolve(stack: &LayerStack, dirs: &[DirLayer], cname: &CStr, name: &OsStr
                 if let Some(fd) = fd {
                     let fd = Held::new(fd);
                     merged.push((*layer, fd.clone()));
-                    if !is_opaque(stack, *layer, fd.as_fd()) {
+                    if !hides_below(stack, *layer, dfd, fd.as_fd(), &key) {
                         collect_below(stack, &dirs[i + 1..], &key, &mut merged)?;
                     }
                 }
@@ -169,7 +178,7 @@ fn collect_below(
             InLayer::Whiteout => break,
             InLayer::Entry(_, None) => break,
             InLayer::Entry(_, Some(fd)) => {
-                let opaque = is_opaque(stack, *layer, fd.as_fd());
+                let opaque = hides_below(stack, *layer, dfd, fd.as_fd(), key);
                 out.push((*layer, Held::new(fd)));
                 if opaque {
                     break;

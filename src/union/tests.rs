@@ -4,7 +4,7 @@ use super::namespace::NewKind;
 use super::inode::ROOT_INO;
 use super::*;
 use crate::layers::StackSpec;
-use crate::overlay::WhiteoutForm;
+use crate::overlay::{WhiteoutForm, WhiteoutFormat};
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
@@ -19,6 +19,11 @@ const CTX: Ctx = Ctx { uid: 0, gid: 0 };
 
 /// Two lowers (top: l1) and an upper, in the given whiteout format.
 fn fixture(build: impl FnOnce(&Path, &Path), wh: WhiteoutForm) -> Fixture {
+    fixture_declared(build, wh, vec![])
+}
+
+/// `fixture`, with the lowers' declared whiteout formats (top first).
+fn fixture_declared(build: impl FnOnce(&Path, &Path), wh: WhiteoutForm, lower_formats: Vec<WhiteoutFormat>) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let (l1, l2, up, work) = (dir.path().join("l1"), dir.path().join("l2"), dir.path().join("u"), dir.path().join("w"));
     for d in [&l1, &l2, &up, &work] {
@@ -30,7 +35,7 @@ fn fixture(build: impl FnOnce(&Path, &Path), wh: WhiteoutForm) -> Fixture {
         upper: Some(up.clone()),
         work: Some(work),
         whiteout: Some(wh),
-        ..Default::default()
+        lower_formats,
     };
     let stack = LayerStack::open(&spec).unwrap();
     Fixture { fs: UnionFs::new(stack, Config::default()).unwrap(), _dir: dir, upper: up }
@@ -168,4 +173,41 @@ fn forget_drops_nodes_but_keeps_parents_of_live_children() {
     assert_eq!(f.fs.node_count(), base + 2, "child pins its parent");
     f.fs.forget(x.ino, 1);
     assert_eq!(f.fs.node_count(), base);
+}
+
+/// OCI: a whiteout applies to the layers below only, so a directory beside its own
+/// `.wh.` marker stays while its namesakes below are deleted: it is opaque.
+#[test]
+fn directory_beside_its_own_marker_is_opaque() {
+    let build = |l1: &Path, l2: &Path| {
+        fs::create_dir_all(l2.join("d/sub")).unwrap();
+        fs::write(l2.join("d/x"), "lower").unwrap();
+        fs::create_dir(l1.join("d")).unwrap();
+        fs::write(l1.join("d/y"), "top").unwrap();
+        fs::write(l1.join(".wh.d"), "").unwrap();
+        // The same beside a file: the file simply stays.
+        fs::write(l2.join("f"), "lower").unwrap();
+        fs::write(l1.join("f"), "top").unwrap();
+        fs::write(l1.join(".wh.f"), "").unwrap();
+    };
+    let f = fixture(build, WhiteoutForm::CharDev);
+    assert_eq!(names(&f, ROOT_INO), [".", "..", "d", "f"]);
+    let d = f.fs.lookup(ROOT_INO, "d".as_ref()).unwrap();
+    assert_eq!(names(&f, d.ino), [".", "..", "y"]);
+    assert_eq!(f.fs.lookup(d.ino, "x".as_ref()).err(), Some(Errno::ENOENT));
+    assert_eq!(d.st.nlink(), 2, "not a merged directory");
+    let fl = f.fs.lookup(ROOT_INO, "f".as_ref()).unwrap();
+    assert_eq!(fl.st.size(), 3);
+}
+
+/// A layer declared to hold char-device whiteouts only reads no `.wh.` markers:
+/// they delete nothing there, and are still never shown.
+#[test]
+fn markers_mean_nothing_in_layers_declared_char_device() {
+    let f = fixture_declared(basic, WhiteoutForm::CharDev, vec![WhiteoutFormat::CharDevice, WhiteoutFormat::Either]);
+    assert_eq!(names(&f, ROOT_INO), [".", "..", "a", "b", "d", "gone", "o"]);
+    assert!(f.fs.lookup(ROOT_INO, "gone".as_ref()).is_ok());
+    assert_eq!(f.fs.lookup(ROOT_INO, ".wh.gone".as_ref()).err(), Some(Errno::ENOENT));
+    let o = f.fs.lookup(ROOT_INO, "o".as_ref()).unwrap();
+    assert_eq!(names(&f, o.ino), [".", "..", "new", "old"]);
 }
