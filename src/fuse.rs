@@ -79,7 +79,7 @@ impl FuseFs {
         h: &crate::union::file::Handle,
         open: impl Fn(std::os::fd::BorrowedFd<'_>) -> std::io::Result<BackingId>,
     ) -> Result<Option<Arc<BackingId>>, Errno> {
-        let upper = h.layer == 0 && self.fs.has_upper();
+        let upper = self.fs.stack.is_upper(h.layer);
         let wanted = match self.passthrough {
             Passthrough::Off => false,
             Passthrough::Upper => upper,
@@ -222,13 +222,6 @@ fn ctx(req: &Request) -> Ctx {
 }
 
 impl FuseFs {
-    fn entry(&self, reply: ReplyEntry, r: crate::sys::SysResult<Attr>) {
-        match r {
-            Ok(a) => reply.entry(&self.entry_ttl(&a), &to_attr(&a), Generation(0)),
-            Err(e) => reply.error(err(e)),
-        }
-    }
-
     /// Names of a multiply-linked file may stop sharing an inode when one of them
     /// is copied up (as in overlayfs): let the kernel recheck them soon.
     fn entry_ttl(&self, a: &Attr) -> Duration {
@@ -236,8 +229,13 @@ impl FuseFs {
     }
 
     fn make(&self, req: &Request, parent: INodeNo, name: &OsStr, kind: NewKind<'_>, reply: ReplyEntry) {
-        let r = self.fs.create(&ctx(req), parent.0, name, kind).map(|(a, _)| a);
-        self.entry(reply, r);
+        match self.fs.create(&ctx(req), parent.0, name, kind) {
+            Ok((e, _)) => {
+                reply.entry(&self.entry_ttl(&e.attr), &to_attr(&e.attr), Generation(0));
+                e.into_kernel();
+            }
+            Err(e) => reply.error(err(e)),
+        }
     }
 }
 
@@ -484,13 +482,19 @@ impl Filesystem for FuseFs {
         };
         for (i, e) in page.entries.iter().enumerate().skip(page.start) {
             let dot = e.name == "." || e.name == "..";
-            let attr = if dot { self.fs.getattr(e.ino, None) } else { self.fs.lookup(ino.0, &e.name) };
-            let Ok(attr) = attr else { continue };
+            // `.` and `..` take no lookup; other entries hold one until they are in the reply.
+            let (attr, entry) = if dot {
+                let Ok(a) = self.fs.getattr(e.ino, None) else { continue };
+                (a, None)
+            } else {
+                let Ok(en) = self.fs.lookup_entry(ino.0, &e.name) else { continue };
+                (en.attr, Some(en))
+            };
             if reply.add(INodeNo(attr.ino), page.cookie(i), &e.name, &self.entry_ttl(&attr), &to_attr(&attr), Generation(0)) {
-                if !dot {
-                    self.fs.forget(attr.ino, 1);
-                }
-                break;
+                break; // full: `entry` drops and gives its lookup back
+            }
+            if let Some(en) = entry {
+                en.into_kernel();
             }
         }
         reply.ok();
@@ -576,20 +580,25 @@ impl Filesystem for FuseFs {
         reply: ReplyCreate,
     ) {
         let kind = NewKind::File { mode: mode & !umask & 0o7777, flags };
-        let (attr, file) = match self.fs.create(&ctx(req), parent.0, name, kind) {
-            Ok((a, Some(f))) => (a, f),
+        let (entry, file) = match self.fs.create(&ctx(req), parent.0, name, kind) {
+            Ok((e, Some(f))) => (e, f),
             Ok((_, None)) => return reply.error(Errno::EIO),
             Err(e) => return reply.error(err(e)),
         };
+        let attr = entry.attr;
         let (fh, h) = self.fs.adopt(attr.ino, file, flags);
         match self.choose_io(attr.ino, fh, &h, |fd| reply.open_backing(fd)) {
             Ok(Some(b)) => {
-                reply.created_passthrough(&self.ttl, &to_attr(&attr), Generation(0), FileHandle(fh), FopenFlags::empty(), &b)
+                reply.created_passthrough(&self.ttl, &to_attr(&attr), Generation(0), FileHandle(fh), FopenFlags::empty(), &b);
+                entry.into_kernel();
             }
-            Ok(None) => reply.created(&self.ttl, &to_attr(&attr), Generation(0), FileHandle(fh), FopenFlags::empty()),
+            Ok(None) => {
+                reply.created(&self.ttl, &to_attr(&attr), Generation(0), FileHandle(fh), FopenFlags::empty());
+                entry.into_kernel();
+            }
+            // The kernel gets no entry: dropping `entry` gives its lookup back.
             Err(e) => {
                 self.fs.release(fh);
-                self.fs.forget(attr.ino, 1);
                 reply.error(e);
             }
         }

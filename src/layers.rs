@@ -17,6 +17,9 @@ use std::path::{Path, PathBuf};
 /// one ([`LayerStack::is_upper`]), the lower layers follow, top first.
 pub type LayerIdx = u16;
 
+/// The index the upper layer has when there is one (test with `LayerStack::is_upper`).
+pub const UPPER: LayerIdx = 0;
+
 /// Why the layer stack could not be opened; `Display` is one line.
 #[derive(Debug, thiserror::Error)]
 pub enum StackError {
@@ -126,9 +129,9 @@ impl LayerStack {
         self.upper.is_some()
     }
 
-    /// Is layer `l` the writable upper layer? (The one place that knows it is index 0.)
+    /// Is layer `l` the writable upper layer? The one test for it.
     pub fn is_upper(&self, l: LayerIdx) -> bool {
-        l == 0 && self.upper.is_some()
+        l == UPPER && self.upper.is_some()
     }
 
     /// Does layer `l` read `.wh.` markers?

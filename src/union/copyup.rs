@@ -181,7 +181,7 @@ impl UnionFs {
     /// (it is about to be truncated to zero).
     pub fn copy_up_opts(&self, node: &Arc<Node>, data: bool) -> SysResult<()> {
         let upper = self.require_upper()?;
-        if node.state.lock().layer == 0 {
+        if self.stack.is_upper(node.layer()) {
             return Ok(());
         }
         let (parent, _) = node.location();
@@ -196,7 +196,7 @@ impl UnionFs {
         } else {
             node.top().map(|(l, h)| (l, Source::Held(h)))?
         };
-        if layer == 0 {
+        if self.stack.is_upper(layer) {
             return Ok(());
         }
         // A rename may have moved the node while we waited.
@@ -222,15 +222,7 @@ impl UnionFs {
         if st.is_dir() || st.nlink() <= 1 {
             self.nodes.add_origin(nst.ino(), node.ino);
         }
-        let nfd = Held::new(nfd);
-        let mut s = node.state.lock();
-        s.layer = 0;
-        s.dir = pdir;
-        if st.is_dir() {
-            let mut dirs = vec![(0, nfd)];
-            dirs.extend(s.dir_layers().iter().cloned());
-            s.dirs = Some(dirs.into());
-        }
+        node.copied_up(pdir, st.is_dir().then(|| Held::new(nfd)));
         Ok(())
     }
 
@@ -270,19 +262,16 @@ impl UnionFs {
     /// below it, then mark it opaque, so it can move anywhere. Used by rename.
     pub fn detach_dir(&self, node: &Arc<Node>) -> SysResult<()> {
         self.copy_up(node)?;
-        if !node.state.lock().merged() {
+        if !node.is_merged() {
             return Ok(());
         }
         for e in self.list_dir(node.ino)?.into_iter().skip(2) {
             let child = self.lookup_node(node.ino, &e.name)?;
-            let r = if child.is_dir() { self.detach_dir(&child) } else { self.copy_up(&child) };
-            self.nodes.forget(child.ino, 1);
-            r?;
+            if child.is_dir() { self.detach_dir(&child) } else { self.copy_up(&child) }?;
         }
         let top = self.upper_dir_of(node)?;
         self.set_opaque(&top)?;
-        let mut s = node.state.lock();
-        s.dirs = Some(s.dir_layers()[..1].to_vec().into());
+        node.cut_lower_dirs();
         Ok(())
     }
 

@@ -9,6 +9,7 @@
 //! remove a handle.
 
 use super::UnionFs;
+use crate::layers::LayerIdx;
 use crate::sys::fs;
 use crate::sys::{Errno, SysResult};
 use parking_lot::RwLock;
@@ -20,14 +21,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct Handle {
     pub ino: u64,
     pub flags: i32,
-    /// Layer of the object opened (0 = upper when there is one).
-    pub layer: u16,
+    /// Layer of the object opened.
+    pub layer: LayerIdx,
     /// The real file; replaced by the upper copy after a copy-up.
-    file: RwLock<(u16, Arc<OwnedFd>)>,
+    file: RwLock<(LayerIdx, Arc<OwnedFd>)>,
 }
 
 impl Handle {
-    fn new(ino: u64, file: OwnedFd, flags: i32, layer: u16) -> Handle {
+    fn new(ino: u64, file: OwnedFd, flags: i32, layer: LayerIdx) -> Handle {
         Handle { ino, flags, layer, file: RwLock::new((layer, Arc::new(file))) }
     }
     pub fn writable(&self) -> bool {
@@ -83,22 +84,22 @@ impl UnionFs {
 
     /// Register a file `create` just opened.
     pub fn adopt(&self, ino: u64, file: OwnedFd, flags: i32) -> (u64, Arc<Handle>) {
-        self.handles.insert(Handle::new(ino, file, flags, 0))
+        self.handles.insert(Handle::new(ino, file, flags, crate::layers::UPPER))
     }
 
     /// The fd a read on `h` should use: the upper copy once the file was copied up.
     fn read_fd(&self, h: &Handle) -> SysResult<Arc<OwnedFd>> {
         let (layer, fd) = h.file.read().clone();
-        if layer == 0 || !self.has_upper() {
+        if !self.has_upper() || self.stack.is_upper(layer) {
             return Ok(fd);
         }
         let Some(node) = self.nodes.get(h.ino) else { return Ok(fd) };
-        if node.state.lock().layer != 0 {
+        if !self.stack.is_upper(node.layer()) {
             return Ok(fd);
         }
         let (_, up) = node.open_real(libc::O_RDONLY)?;
         let up = Arc::new(up);
-        *h.file.write() = (0, up.clone());
+        *h.file.write() = (crate::layers::UPPER, up.clone());
         Ok(up)
     }
 
@@ -154,7 +155,7 @@ impl UnionFs {
             return Ok(());
         }
         let (layer, fd) = self.node(ino)?.top()?;
-        if !self.has_upper() || layer != 0 {
+        if !self.stack.is_upper(layer) {
             return Ok(());
         }
         let d = fs::reopen(fd.as_fd(), libc::O_RDONLY | libc::O_DIRECTORY)?;

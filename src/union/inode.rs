@@ -8,134 +8,52 @@
 //! - A node lives while the kernel holds lookups on it or a child node names it as
 //!   parent (children need their parent's path for copy-up). Counts are changed
 //!   under the table lock only where a node may be removed, so a lookup can't revive
-//!   a node being dropped.
-//! - `NodeState` is only ever locked briefly; no lock is held across file I/O.
+//!   a node being dropped. A lookup taken inside the daemon is a [`NodeRef`], given
+//!   back when dropped; one handed to the kernel is given back by its FORGET.
+//! - A node's state is private to this module and changes only through the named
+//!   transitions: [`Node::copied_up`], [`Node::cut_lower_dirs`],
+//!   [`NodeTable::relocate`], [`NodeTable::detach`]. Other modules read it through
+//!   `Node`'s accessors, each of which locks it once, briefly: no lock is held across
+//!   a system call that can block on I/O.
+//! - Lock order: the table lock before a node's state lock before the
+//!   `origins`/`overflow`/`aliases` maps (docs/ARCHITECTURE.md has the whole order).
 
+pub use super::held::{DirLayer, Held};
+pub use crate::layers::LayerIdx;
+use crate::layers::UPPER;
 use crate::sys::fs::{self, Stat};
 use crate::sys::{Errno, SysResult};
-use std::os::fd::AsFd;
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 pub const ROOT_INO: u64 = 1;
 const LAYER_SHIFT: u32 = 48;
 const INO_MASK: u64 = (1 << LAYER_SHIFT) - 1;
 
-/// Layer index in `LayerStack::layers` (0 = upper when there is one).
-pub type LayerIdx = u16;
-
-/// An `O_PATH` fd on an object of one layer. For a directory it also remembers
-/// whether it holds `.wh.` markers (unknown until listed), which spares lookups
-/// the `.wh.NAME` probe where there are none. Lower layers never change; in the
-/// upper layer only this daemon adds markers, and it records each one
-/// (`note_marker_written`), which a concurrent listing cannot undo (`learn_markers`
-/// only moves from "unknown").
-///
-/// A lower directory that was listed also keeps a filter of its names (sorted
-/// 64-bit hashes), so a lookup of a name it cannot hold costs no system call:
-/// deep layer stacks make most per-layer probes misses.
+/// The mutable part of a node (private: see the module invariants).
 #[derive(Debug)]
-pub struct Held {
-    fd: OwnedFd,
-    /// 0 unknown, 1 no markers, 2 has markers.
-    markers: AtomicU8,
-    names: std::sync::OnceLock<Box<[u64]>>,
-}
-
-/// FNV-1a: a fixed, fast hash for the name filter (a collision only costs a stat).
-pub fn name_hash(prefix: &[u8], name: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in prefix.iter().chain(name) {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
-}
-
-impl Held {
-    pub fn new(fd: OwnedFd) -> Arc<Held> {
-        Arc::new(Held { fd, markers: AtomicU8::new(0), names: std::sync::OnceLock::new() })
-    }
-
-    /// Record a full listing of this directory. `immutable`: it is in a lower
-    /// layer, so a name filter stays true.
-    pub fn learn_listing<'a>(&self, names: impl Iterator<Item = &'a [u8]>, immutable: bool) {
-        let mut markers = false;
-        let mut hashes = Vec::new();
-        for n in names {
-            markers |= crate::overlay::is_reserved_name(n);
-            if immutable {
-                hashes.push(name_hash(b"", n));
-            }
-        }
-        self.learn_markers(markers);
-        if immutable {
-            hashes.sort_unstable();
-            hashes.dedup();
-            let _ = self.names.set(hashes.into_boxed_slice());
-        }
-    }
-
-    /// Some(false) when the directory surely has no entry whose `name_hash` is `hash`.
-    pub fn may_contain(&self, hash: u64) -> Option<bool> {
-        self.names.get().map(|h| h.binary_search(&hash).is_ok())
-    }
-
-    /// Whether a listing was recorded (name filter or marker knowledge).
-    pub fn listed(&self) -> bool {
-        self.names.get().is_some()
-    }
-    /// Some(true/false) once known.
-    pub fn has_markers(&self) -> Option<bool> {
-        match self.markers.load(Ordering::Relaxed) {
-            1 => Some(false),
-            2 => Some(true),
-            _ => None,
-        }
-    }
-    /// Record what a listing found, unless something is already known.
-    pub fn learn_markers(&self, v: bool) {
-        let _ = self.markers.compare_exchange(0, if v { 2 } else { 1 }, Ordering::AcqRel, Ordering::Relaxed);
-    }
-    /// This daemon wrote a `.wh.` marker into the directory.
-    pub fn note_marker_written(&self) {
-        self.markers.store(2, Ordering::Release)
-    }
-}
-
-impl AsFd for Held {
-    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        self.fd.as_fd()
-    }
-}
-
-/// One directory of a merged directory: its layer and an `O_PATH` fd.
-pub type DirLayer = (LayerIdx, Arc<Held>);
-
-/// The mutable part of a node.
-#[derive(Debug)]
-pub struct NodeState {
+struct NodeState {
     /// Where the node sits in the merged tree: parent inode and name. `parent == 0`
     /// for the root and for nodes whose last name was removed.
-    pub parent: u64,
-    pub name: Name,
+    parent: u64,
+    name: Name,
     /// Layer of the topmost real object.
-    pub layer: LayerIdx,
+    layer: LayerIdx,
     /// The directory (in `layer`) that holds the object as `name`. Non-directories
     /// are reached through it, so a file node costs no fd of its own.
-    pub dir: Arc<Held>,
+    dir: Arc<Held>,
     /// Directories only: the directories merged here, top first; `dirs[0]` is an
     /// `O_PATH` fd on the topmost object. Ends at the first opaque directory.
-    pub dirs: Option<Arc<[DirLayer]>>,
+    dirs: Option<Arc<[DirLayer]>>,
     /// The name was removed: `dir`/`name` may now hold something else.
-    pub unlinked: bool,
+    unlinked: bool,
     /// For a removed non-directory: an `O_PATH` fd taken before removal, so open
     /// files can still be stat'ed (fstat reaches us without a handle).
-    pub pinned: Option<Arc<Held>>,
+    pinned: Option<Arc<Held>>,
 }
 
 impl NodeState {
@@ -143,27 +61,46 @@ impl NodeState {
         crate::sys::component(self.name.as_os_str())
     }
 
-    /// The directories merged here (empty for non-directories).
-    pub fn dir_layers(&self) -> &[DirLayer] {
+    fn dir_layers(&self) -> &[DirLayer] {
         self.dirs.as_deref().unwrap_or(&[])
     }
+}
 
-    /// Number of merged directories (more than one = a merged directory).
-    pub fn merged(&self) -> bool {
-        self.dir_layers().len() > 1
+/// What a node starts as: where it sits and where its topmost object is.
+pub struct NewNode<'a> {
+    pub parent: u64,
+    pub name: &'a OsStr,
+    pub layer: LayerIdx,
+    /// The directory (in `layer`) holding the object as `name`.
+    pub dir: Arc<Held>,
+    /// Directories only: the directories merged here, top first (non-empty).
+    pub dirs: Option<Arc<[DirLayer]>>,
+}
+
+impl NewNode<'_> {
+    fn into_state(self) -> NodeState {
+        NodeState {
+            parent: self.parent,
+            name: self.name.into(),
+            layer: self.layer,
+            dir: self.dir,
+            dirs: self.dirs,
+            unlinked: false,
+            pinned: None,
+        }
     }
 }
 
 /// A file name stored inline when short (most are), so a node needs no extra
 /// allocation for it.
 #[derive(Debug, Clone)]
-pub enum Name {
+enum Name {
     Inline(u8, [u8; 22]),
     Heap(Box<[u8]>),
 }
 
 impl Name {
-    pub fn as_os_str(&self) -> &OsStr {
+    fn as_os_str(&self) -> &OsStr {
         use std::os::unix::ffi::OsStrExt;
         match self {
             Name::Inline(n, b) => OsStr::from_bytes(&b[..*n as usize]),
@@ -200,13 +137,86 @@ pub struct Node {
     pub kind: u32,
     children: AtomicU32,
     lookups: AtomicU64,
-    pub state: Mutex<NodeState>,
+    state: Mutex<NodeState>,
 }
 
 impl Node {
     pub fn is_dir(&self) -> bool {
         self.kind == libc::S_IFDIR
     }
+
+    /// Layer of the topmost real object.
+    pub fn layer(&self) -> LayerIdx {
+        self.state.lock().layer
+    }
+
+    /// (parent inode, name) in the merged tree; parent 0 once the name is gone.
+    pub fn location(&self) -> (u64, OsString) {
+        let s = self.state.lock();
+        (s.parent, s.name.as_os_str().to_os_string())
+    }
+
+    /// The parent inode; 0 for the root and once the name is gone.
+    pub fn parent(&self) -> u64 {
+        self.state.lock().parent
+    }
+
+    /// Does the node sit at (parent, name)?
+    pub fn is_at(&self, parent: u64, name: &OsStr) -> bool {
+        let s = self.state.lock();
+        s.parent == parent && s.name.as_os_str() == name
+    }
+
+    /// The name was removed (the object lives on while the kernel uses it).
+    pub fn is_unlinked(&self) -> bool {
+        self.state.lock().unlinked
+    }
+
+    /// The merged directories (shared; cloning is one reference count); empty for
+    /// non-directories.
+    pub fn dirs(&self) -> Arc<[DirLayer]> {
+        self.state.lock().dirs.clone().unwrap_or_else(|| Arc::from(Vec::new()))
+    }
+
+    /// What a listing of this directory needs: its merged directories and its parent.
+    pub fn listing_source(&self) -> (Arc<[DirLayer]>, u64) {
+        let s = self.state.lock();
+        (s.dirs.clone().unwrap_or_else(|| Arc::from(Vec::new())), s.parent)
+    }
+
+    /// A directory merging more than one layer's directory.
+    pub fn is_merged(&self) -> bool {
+        self.state.lock().dir_layers().len() > 1
+    }
+
+    /// A directory's topmost directory: (layer, fd).
+    pub fn top_dir(&self) -> Option<(LayerIdx, Arc<Held>)> {
+        self.state.lock().dir_layers().first().cloned()
+    }
+
+    /// Transition: the node's topmost object is now its copy in the upper layer,
+    /// held as its name in `upper_parent`; a directory's copy (`upper_dir`) is now
+    /// the top of the directories it merges.
+    pub fn copied_up(&self, upper_parent: Arc<Held>, upper_dir: Option<Arc<Held>>) {
+        let mut s = self.state.lock();
+        s.layer = UPPER;
+        s.dir = upper_parent;
+        if let Some(d) = upper_dir {
+            let mut dirs = vec![(UPPER, d)];
+            dirs.extend(s.dir_layers().iter().cloned());
+            s.dirs = Some(dirs.into());
+        }
+    }
+
+    /// Transition: the directory no longer merges the directories below its top one
+    /// (it was made self-contained and opaque).
+    pub fn cut_lower_dirs(&self) {
+        let mut s = self.state.lock();
+        if let Some(top) = s.dir_layers().first().cloned() {
+            s.dirs = Some(Arc::from(vec![top]));
+        }
+    }
+
     /// Where the topmost object is, read under the state lock (released before
     /// any system call).
     fn place(&self) -> SysResult<Place> {
@@ -251,13 +261,41 @@ impl Node {
         let (_, fd) = self.top()?;
         fs::readlink_fd(fd.as_fd())
     }
-    /// The merged directories (shared; cloning is one reference count).
-    pub fn dirs(&self) -> Arc<[DirLayer]> {
-        self.state.lock().dirs.clone().unwrap_or_else(|| Arc::from(Vec::new()))
+}
+
+/// One lookup reference on a node, taken inside the daemon: dropping it gives the
+/// reference back (drop = forget), unless it was handed to the kernel with
+/// [`NodeRef::into_kernel`] (the kernel's FORGET gives it back then).
+pub struct NodeRef<'a> {
+    table: &'a NodeTable,
+    node: Arc<Node>,
+    to_kernel: bool,
+}
+
+impl<'a> NodeRef<'a> {
+    fn new(table: &'a NodeTable, node: Arc<Node>) -> NodeRef<'a> {
+        NodeRef { table, node, to_kernel: false }
     }
-    pub fn location(&self) -> (u64, OsString) {
-        let s = self.state.lock();
-        (s.parent, s.name.as_os_str().to_os_string())
+
+    /// The kernel now holds this lookup (an entry reply was sent for it).
+    pub fn into_kernel(mut self) -> Arc<Node> {
+        self.to_kernel = true;
+        self.node.clone()
+    }
+}
+
+impl std::ops::Deref for NodeRef<'_> {
+    type Target = Arc<Node>;
+    fn deref(&self) -> &Arc<Node> {
+        &self.node
+    }
+}
+
+impl Drop for NodeRef<'_> {
+    fn drop(&mut self) {
+        if !self.to_kernel {
+            self.table.forget(self.node.ino, 1);
+        }
     }
 }
 
@@ -276,11 +314,11 @@ pub struct NodeTable {
 }
 
 impl NodeTable {
-    pub fn new(root: NodeState, layer_devs: Vec<u64>) -> NodeTable {
+    pub fn new(root: NewNode, layer_devs: Vec<u64>) -> NodeTable {
         let root = Arc::new(Node {
             ino: ROOT_INO,
             kind: libc::S_IFDIR,
-            state: Mutex::new(root),
+            state: Mutex::new(root.into_state()),
             lookups: AtomicU64::new(1 << 62),
             children: AtomicU32::new(0),
         });
@@ -297,17 +335,18 @@ impl NodeTable {
         }
     }
 
-    /// The inode number for real object `st` found in `layer`.
-    pub fn ino_for(&self, layer: LayerIdx, st: &Stat, has_upper: bool) -> u64 {
-        self.ino_for_raw(layer, st.dev(), st.ino(), has_upper)
+    /// The inode number for real object `st` found in `layer`; `upper`: that layer
+    /// is the upper one (`LayerStack::is_upper`), where copied-up objects keep the
+    /// number of their origin.
+    pub fn ino_for(&self, layer: LayerIdx, st: &Stat, upper: bool) -> u64 {
+        self.ino_for_raw(layer, st.dev(), st.ino(), upper)
     }
 
     /// Same as `ino_for`, from a raw (dev, ino) pair (readdir's d_ino; dev = layer's).
-    pub fn ino_for_raw(&self, layer: LayerIdx, dev: u64, ino: u64, has_upper: bool) -> u64 {
-        if has_upper && layer == 0
-            && let Some(&i) = self.origins.lock().get(&ino) {
-                return i;
-            }
+    pub fn ino_for_raw(&self, layer: LayerIdx, dev: u64, ino: u64, upper: bool) -> u64 {
+        if upper && let Some(&i) = self.origins.lock().get(&ino) {
+            return i;
+        }
         if ino <= INO_MASK && ino != 0 && self.layer_devs.get(layer as usize) == Some(&dev) {
             return ((layer as u64 + 1) << LAYER_SHIFT) | ino;
         }
@@ -341,26 +380,26 @@ impl NodeTable {
         self.nodes.read().get(&ino).cloned()
     }
 
-    /// Take one kernel lookup on an existing node, if it is alive.
-    pub fn get_and_ref(&self, ino: u64) -> Option<Arc<Node>> {
+    /// Take one lookup on an existing node, if it is alive.
+    pub fn get_and_ref(&self, ino: u64) -> Option<NodeRef<'_>> {
         let g = self.nodes.read();
         let n = g.get(&ino)?;
         n.lookups.fetch_add(1, Ordering::Relaxed);
-        Some(n.clone())
+        Some(NodeRef::new(self, n.clone()))
     }
 
-    /// Find node `ino` or insert the one `make` builds; either way take one lookup.
-    /// Returns the node and whether it was created.
-    pub fn get_or_insert(&self, ino: u64, make: impl FnOnce() -> NodeState, kind: u32) -> (Arc<Node>, bool) {
+    /// Find node `ino` or insert the one `make` describes; either way take one
+    /// lookup. Returns the node and whether it was created.
+    pub fn get_or_insert<'n>(&self, ino: u64, make: impl FnOnce() -> NewNode<'n>, kind: u32) -> (NodeRef<'_>, bool) {
         if let Some(n) = self.get_and_ref(ino) {
             return (n, false);
         }
-        let state = make();
+        let state = make().into_state();
         let parent = state.parent;
         let mut g = self.nodes.write();
         if let Some(n) = g.get(&ino) {
             n.lookups.fetch_add(1, Ordering::Relaxed);
-            return (n.clone(), false);
+            return (NodeRef::new(self, n.clone()), false);
         }
         if let Some(p) = g.get(&parent) {
             p.children.fetch_add(1, Ordering::Relaxed);
@@ -373,11 +412,12 @@ impl NodeTable {
             children: AtomicU32::new(0),
         });
         g.insert(ino, node.clone());
-        (node, true)
+        (NodeRef::new(self, node), true)
     }
 
-    /// Move `node` to (parent, name), now held as `name` in `dir` of `layer`,
-    /// keeping the parents' child counts right.
+    /// Transition: `node` now sits at (parent, name), held as `name` in `dir` of
+    /// `layer` (a rename, a link, a lookup finding it elsewhere), keeping the parents'
+    /// child counts right.
     pub fn relocate(&self, node: &Node, parent: u64, name: OsString, layer: LayerIdx, dir: Arc<Held>) {
         let g = self.nodes.read();
         let mut s = node.state.lock();
@@ -402,8 +442,8 @@ impl NodeTable {
         }
     }
 
-    /// The node no longer has a name in the merged tree; `pin` keeps the object
-    /// reachable while the kernel still uses it.
+    /// Transition: the node no longer has a name in the merged tree; `pin` keeps
+    /// the object reachable while the kernel still uses it.
     pub fn detach(&self, node: &Node, pin: Option<Arc<Held>>) {
         let old = {
             let mut s = node.state.lock();
@@ -431,8 +471,8 @@ impl NodeTable {
         }
     }
 
-    /// Drop `count` kernel lookups; remove the node (and parents kept only by it)
-    /// when nothing references it any more.
+    /// Drop `count` lookups (the kernel's FORGET, or a `NodeRef` dropped); remove the
+    /// node (and parents kept only by it) when nothing references it any more.
     pub fn forget(&self, ino: u64, count: u64) {
         if ino == ROOT_INO {
             return;

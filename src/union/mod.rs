@@ -16,6 +16,7 @@ pub mod attr;
 pub mod cache;
 pub mod copyup;
 pub mod file;
+mod held;
 pub mod idmap;
 pub mod inode;
 pub mod listing;
@@ -30,7 +31,7 @@ use crate::overlay::{self, WhiteoutForm};
 use crate::sys::fs::{self, Stat};
 use crate::sys::{Errno, SysResult};
 use cache::LookupCache;
-use inode::{DirLayer, Held, LayerIdx, Node, NodeState, NodeTable};
+use inode::{DirLayer, Held, LayerIdx, NewNode, Node, NodeRef, NodeTable};
 use std::ffi::OsStr;
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
@@ -68,6 +69,21 @@ pub struct Attr {
     pub st: Stat,
 }
 
+/// A looked-up entry: its attributes and the lookup it holds on its node, given
+/// back when dropped unless handed to the kernel.
+pub struct Entry<'a> {
+    pub attr: Attr,
+    node: NodeRef<'a>,
+}
+
+impl Entry<'_> {
+    /// The kernel now holds the lookup (an entry reply carrying `attr` was sent).
+    pub fn into_kernel(self) -> Attr {
+        self.node.into_kernel();
+        self.attr
+    }
+}
+
 pub struct UnionFs {
     pub stack: LayerStack,
     pub nodes: NodeTable,
@@ -92,8 +108,7 @@ impl UnionFs {
             }
         }
         let (layer, fd) = dirs[0].clone();
-        let root =
-            NodeState { parent: 0, name: OsStr::new(".").into(), layer, dir: fd, dirs: Some(dirs.into()), unlinked: false, pinned: None };
+        let root = NewNode { parent: 0, name: OsStr::new("."), layer, dir: fd, dirs: Some(dirs.into()) };
         let devs = stack.layers.iter().map(|l| l.dev).collect();
         let reaper = match &stack.upper {
             Some(u) => reaper::Reaper::new(u.work.try_clone().map_err(Errno::from)?),
@@ -129,8 +144,7 @@ impl UnionFs {
     /// Merged attributes of `node`.
     pub fn attr_of(&self, node: &Node) -> SysResult<Attr> {
         let st = node.stat()?;
-        let merged = node.state.lock().merged();
-        Ok(self.attr_from(node.ino, st, merged))
+        Ok(self.attr_from(node.ino, st, node.is_merged()))
     }
 
     fn attr_from(&self, ino: u64, mut st: Stat, merged_dir: bool) -> Attr {
@@ -145,34 +159,35 @@ impl UnionFs {
     pub fn getattr(&self, ino: u64, fh: Option<u64>) -> SysResult<Attr> {
         let node = self.node(ino)?;
         match fh.and_then(|fh| self.handles.get(fh)) {
-            Some(h) if node.state.lock().unlinked => Ok(self.attr_from(ino, fs::fstat(h.fd().as_fd())?, false)),
+            Some(h) if node.is_unlinked() => Ok(self.attr_from(ino, fs::fstat(h.fd().as_fd())?, false)),
             _ => self.attr_of(&node),
         }
     }
 
-    /// Look `name` up in directory `parent`; takes one kernel lookup on success.
+    /// Look `name` up in directory `parent` for the kernel: on success the kernel
+    /// holds one lookup on the node (given back by its FORGET).
     pub fn lookup(&self, parent: u64, name: &OsStr) -> SysResult<Attr> {
-        let (node, st) = self.lookup_node_stat(parent, name)?;
-        if let Some(st) = st {
-            let merged = node.state.lock().merged();
-            return Ok(self.attr_from(node.ino, st, merged));
-        }
-        match self.attr_of(&node) {
-            Ok(a) => Ok(a),
-            Err(e) => {
-                self.nodes.forget(node.ino, 1);
-                Err(e)
-            }
-        }
+        self.lookup_entry(parent, name).map(Entry::into_kernel)
     }
 
-    /// Resolve `name` in `parent` to a node, taking one lookup reference on it.
-    pub(crate) fn lookup_node(&self, parent: u64, name: &OsStr) -> SysResult<Arc<Node>> {
+    /// Look `name` up in directory `parent`; the lookup it holds is given back when
+    /// the entry is dropped, unless it is handed to the kernel (`Entry::into_kernel`).
+    pub fn lookup_entry(&self, parent: u64, name: &OsStr) -> SysResult<Entry<'_>> {
+        let (node, st) = self.lookup_node_stat(parent, name)?;
+        let attr = match st {
+            Some(st) => self.attr_from(node.ino, st, node.is_merged()),
+            None => self.attr_of(&node)?,
+        };
+        Ok(Entry { attr, node })
+    }
+
+    /// Resolve `name` in `parent` to a node, holding one lookup on it.
+    pub(crate) fn lookup_node(&self, parent: u64, name: &OsStr) -> SysResult<NodeRef<'_>> {
         self.lookup_node_stat(parent, name).map(|(n, _)| n)
     }
 
     /// `lookup_node`, plus the stat the layer walk saw when it had to walk.
-    fn lookup_node_stat(&self, parent: u64, name: &OsStr) -> SysResult<(Arc<Node>, Option<Stat>)> {
+    fn lookup_node_stat(&self, parent: u64, name: &OsStr) -> SysResult<(NodeRef<'_>, Option<Stat>)> {
         if overlay::is_reserved_name(name.as_bytes()) {
             return Err(Errno::ENOENT);
         }
@@ -198,34 +213,29 @@ impl UnionFs {
                 Err(Errno::ENOENT)
             }
             resolve::Resolved::Found(f) => {
-                let mut ino = self.nodes.ino_for(f.layer, &f.st, self.has_upper());
-                let lower = !(self.has_upper() && f.layer == 0);
-                if lower && !f.st.is_dir() && f.st.nlink() > 1 {
+                let upper = self.stack.is_upper(f.layer);
+                let mut ino = self.nodes.ino_for(f.layer, &f.st, upper);
+                if !upper && !f.st.is_dir() && f.st.nlink() > 1 {
                     // A lower file with several names: once one name was copied up,
                     // that node is the upper copy; this name is another object now.
-                    if self.nodes.get(ino).is_some_and(|n| n.state.lock().layer == 0 && self.has_upper()) {
+                    if self.nodes.get(ino).is_some_and(|n| self.stack.is_upper(n.layer())) {
                         ino = self.nodes.alias_ino(f.layer, &f.st, parent, name);
                     }
                 }
                 let kind = f.st.file_type();
                 let (node, created) = self.nodes.get_or_insert(
                     ino,
-                    || NodeState {
+                    || NewNode {
                         parent,
-                        name: name.into(),
+                        name,
                         layer: f.layer,
                         dir: f.dir.clone(),
                         dirs: if f.dirs.is_empty() { None } else { Some(f.dirs.clone().into()) },
-                        unlinked: false,
-                        pinned: None,
                     },
                     kind,
                 );
-                if !created {
-                    let (p, n) = node.location();
-                    if p != parent || n != name {
-                        self.nodes.relocate(&node, parent, name.to_os_string(), f.layer, f.dir.clone());
-                    }
+                if !created && !node.is_at(parent, name) {
+                    self.nodes.relocate(&node, parent, name.to_os_string(), f.layer, f.dir.clone());
                 }
                 self.cache.put(parent, name, Some(ino), generation);
                 Ok((node, Some(f.st)))
@@ -266,9 +276,8 @@ impl UnionFs {
 
     /// The upper layer's directory fd for `node` (a directory already copied up).
     pub(crate) fn upper_dir_of(&self, node: &Node) -> SysResult<Arc<Held>> {
-        let s = node.state.lock();
-        match s.dir_layers().first() {
-            Some((0, fd)) if self.has_upper() => Ok(fd.clone()),
+        match node.top_dir() {
+            Some((l, fd)) if self.stack.is_upper(l) => Ok(fd),
             _ => Err(Errno::EIO),
         }
     }

@@ -9,10 +9,10 @@
 //! self-contained (`detach_dir`), so renaming lower directories works (no EXDEV).
 //! Each change invalidates exactly the lookup-cache keys it touches.
 
-use super::inode::{Held, Node, NodeState};
+use super::inode::{Held, NewNode, Node};
 use super::resolve::{self, Resolved};
-use super::{Attr, Ctx, UnionFs};
-use crate::layers::remove_tree_at;
+use super::{Ctx, Entry, UnionFs};
+use crate::layers::{UPPER, remove_tree_at};
 use crate::overlay::{self, WhiteoutForm};
 use crate::sys::fs;
 use crate::sys::{Errno, SysResult};
@@ -95,9 +95,9 @@ impl UnionFs {
         fs::chown_fd(fd, Some(ctx.uid), Some(gid))
     }
 
-    /// Create `name` in `parent`. Returns its attributes (one lookup taken) and,
-    /// for files, the open fd.
-    pub fn create(&self, ctx: &Ctx, parent: u64, name: &OsStr, kind: NewKind<'_>) -> SysResult<(Attr, Option<OwnedFd>)> {
+    /// Create `name` in `parent`. Returns its entry (holding one lookup, for the
+    /// kernel) and, for files, the open fd.
+    pub fn create(&self, ctx: &Ctx, parent: u64, name: &OsStr, kind: NewKind<'_>) -> SysResult<(Entry<'_>, Option<OwnedFd>)> {
         let (pnode, cname) = self.new_name(parent, name)?;
         if let Resolved::Found(_) = resolve::resolve(&self.stack, &pnode.dirs(), &cname, name)? {
             return Err(Errno::EEXIST);
@@ -162,28 +162,20 @@ impl UnionFs {
         let node = match kind {
             NewKind::Link { node } => {
                 let n = self.nodes.get_and_ref(node.ino).ok_or(Errno::ESTALE)?;
-                if n.location().0 == 0 {
-                    self.nodes.relocate(&n, parent, name.to_os_string(), 0, pdir.clone());
+                if n.parent() == 0 {
+                    self.nodes.relocate(&n, parent, name.to_os_string(), UPPER, pdir.clone());
                 }
                 n
             }
             _ => {
-                let ino = self.nodes.ino_for(0, &st, true);
-                let dirs = if st.is_dir() { Some(vec![(0, fd.clone())].into()) } else { None };
-                let state = NodeState {
-                    parent,
-                    name: name.into(),
-                    layer: 0,
-                    dir: pdir.clone(),
-                    dirs,
-                    unlinked: false,
-                    pinned: None,
-                };
-                self.nodes.get_or_insert(ino, || state, st.file_type()).0
+                let ino = self.nodes.ino_for(UPPER, &st, true);
+                let dirs = st.is_dir().then(|| vec![(UPPER, fd.clone())].into());
+                let new = NewNode { parent, name, layer: UPPER, dir: pdir.clone(), dirs };
+                self.nodes.get_or_insert(ino, || new, st.file_type()).0
             }
         };
         let attr = self.attr_of(&node)?;
-        Ok((attr, open))
+        Ok((Entry { attr, node }, open))
     }
 
     /// Remove `name` from `parent` (`dir`: rmdir semantics).
@@ -191,26 +183,22 @@ impl UnionFs {
         self.require_upper()?;
         let pnode = self.node(parent)?;
         let node = self.lookup_node(parent, name)?;
-        let r = (|| {
-            if dir && !node.is_dir() {
-                return Err(Errno::ENOTDIR);
-            }
-            if !dir && node.is_dir() {
-                return Err(Errno::EISDIR);
-            }
-            if dir && !self.dir_is_empty(node.ino)? {
-                return Err(Errno::ENOTEMPTY);
-            }
-            let pin = if node.is_dir() { None } else { node.top().ok().map(|(_, fd)| fd) };
-            self.remove_entry(&pnode, name)?;
-            self.invalidate(parent, name);
-            if node.location() == (parent, name.to_os_string()) {
-                self.nodes.detach(&node, pin);
-            }
-            Ok(())
-        })();
-        self.nodes.forget(node.ino, 1);
-        r
+        if dir && !node.is_dir() {
+            return Err(Errno::ENOTDIR);
+        }
+        if !dir && node.is_dir() {
+            return Err(Errno::EISDIR);
+        }
+        if dir && !self.dir_is_empty(node.ino)? {
+            return Err(Errno::ENOTEMPTY);
+        }
+        let pin = if node.is_dir() { None } else { node.top().ok().map(|(_, fd)| fd) };
+        self.remove_entry(&pnode, name)?;
+        self.invalidate(parent, name);
+        if node.is_at(parent, name) {
+            self.nodes.detach(&node, pin);
+        }
+        Ok(())
     }
 
     /// Take `name` out of the merged directory `pnode`, leaving a whiteout if a

@@ -45,10 +45,7 @@ impl UnionFs {
         if !node.is_dir() {
             return Err(crate::sys::Errno::ENOTDIR);
         }
-        let (dirs, parent) = {
-            let s = node.state.lock();
-            (s.dir_layers().to_vec(), s.parent)
-        };
+        let (dirs, parent) = node.listing_source();
         let mut out = vec![
             DirEntry { name: ".".into(), ino, kind: libc::S_IFDIR },
             DirEntry { name: "..".into(), ino: if parent == 0 { ROOT_INO } else { parent }, kind: libc::S_IFDIR },
@@ -90,7 +87,7 @@ impl UnionFs {
                     }
                     kind = Some(st.file_type());
                 }
-                let ino = self.nodes.ino_for_raw(*layer, dev, e.ino, self.has_upper());
+                let ino = self.nodes.ino_for_raw(*layer, dev, e.ino, self.stack.is_upper(*layer));
                 out.push(DirEntry { name: e.name.clone(), ino, kind: kind.unwrap_or(libc::S_IFREG) });
                 seen.insert(e.name);
             }

@@ -10,7 +10,7 @@
 use super::UnionFs;
 use super::inode::Node;
 use super::resolve;
-use crate::layers::clear_dir;
+use crate::layers::{UPPER, clear_dir};
 use crate::overlay::{self, WhiteoutForm};
 use crate::sys::fs;
 use crate::sys::{Errno, SysResult};
@@ -36,17 +36,9 @@ impl UnionFs {
         let dst = match self.lookup_node(newparent, newname) {
             Ok(n) => Some(n),
             Err(Errno::ENOENT) => None,
-            Err(e) => {
-                self.nodes.forget(src.ino, 1);
-                return Err(e);
-            }
+            Err(e) => return Err(e),
         };
-        let r = self.rename_nodes(parent, name, newparent, newname, flags, &src, dst.as_ref());
-        self.nodes.forget(src.ino, 1);
-        if let Some(d) = &dst {
-            self.nodes.forget(d.ino, 1);
-        }
-        r
+        self.rename_nodes(parent, name, newparent, newname, flags, &src, dst.as_deref())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -103,8 +95,8 @@ impl UnionFs {
             fs::rename_at(pdir.as_fd(), &cname, npdir.as_fd(), &cnew, libc::RENAME_EXCHANGE)?;
             self.invalidate(parent, name);
             self.invalidate(newparent, newname);
-            self.nodes.relocate(src, newparent, newname.to_os_string(), 0, npdir.clone());
-            self.nodes.relocate(d, parent, name.to_os_string(), 0, pdir.clone());
+            self.nodes.relocate(src, newparent, newname.to_os_string(), UPPER, npdir.clone());
+            self.nodes.relocate(d, parent, name.to_os_string(), UPPER, pdir.clone());
             return Ok(());
         }
 
@@ -149,10 +141,10 @@ impl UnionFs {
         self.invalidate(parent, name);
         self.invalidate(newparent, newname);
         if let Some(d) = dst
-            && d.location() == (newparent, newname.to_os_string()) {
+            && d.is_at(newparent, newname) {
                 self.nodes.detach(d, pin);
             }
-        self.nodes.relocate(src, newparent, newname.to_os_string(), 0, npdir.clone());
+        self.nodes.relocate(src, newparent, newname.to_os_string(), UPPER, npdir.clone());
         Ok(())
     }
 

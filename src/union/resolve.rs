@@ -7,7 +7,8 @@
 //! hides the rest (a non-directory, a whiteout, or an opaque directory).
 //! Every open is `O_PATH|O_NOFOLLOW` of one component below a held directory fd.
 
-use super::inode::{DirLayer, Held, LayerIdx, name_hash};
+use super::held::{DirLayer, Held, name_hash};
+use crate::layers::LayerIdx;
 use crate::layers::LayerStack;
 use crate::overlay;
 use crate::sys::fs::{self, Stat};

@@ -111,7 +111,7 @@ fn unlink_leaves_whiteout_in_each_format() {
         }
         // Re-creating replaces the whiteout; a directory made there is opaque.
         let (a, _) = f.fs.create(&CTX, ROOT_INO, "b".as_ref(), NewKind::Dir { mode: 0o755 }).unwrap();
-        assert_eq!(names(&f, a.ino), [".", ".."]);
+        assert_eq!(names(&f, a.attr.ino), [".", ".."]);
         assert!(!f.upper.join(".wh.b").exists());
     }
 }
