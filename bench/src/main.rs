@@ -12,6 +12,7 @@
 //! drop_caches, trusted.* xattrs, cgroups). See bench/README.md.
 
 mod chart;
+mod fusetrace;
 mod goals;
 mod layerset;
 mod machine;
@@ -106,6 +107,10 @@ struct Args {
     /// seconds (the sample fails; the run goes on).
     #[arg(long, default_value_t = 900)]
     sample_timeout: u64,
+    /// Count the FUSE requests of every timed part by opcode (kernel tracepoint
+    /// fuse:fuse_request_send in a tracefs instance of our own) and report them.
+    #[arg(long)]
+    fuse_requests: bool,
     /// List the workloads and exit.
     #[arg(long)]
     list: bool,
@@ -275,6 +280,11 @@ fn run(args: Args) -> Result<(), String> {
         machine.memcg = memcg::describe();
     }
 
+    let tracer = if args.fuse_requests {
+        Some(fusetrace::Tracer::new().map_err(|e| format!("--fuse-requests: {e}"))?)
+    } else {
+        None
+    };
     let mut samples = Vec::new();
     let mut seq = 0usize;
     for round in 0..rounds {
@@ -298,6 +308,7 @@ fn run(args: Args) -> Result<(), String> {
                     m: &manifest,
                     drop_caches: !args.no_drop_caches,
                     timeout: Duration::from_secs(args.sample_timeout),
+                    tracer: tracer.as_ref(),
                 };
                 let res = sample.run();
                 let rec = SampleRec {
@@ -310,6 +321,10 @@ fn run(args: Args) -> Result<(), String> {
                     },
                     check: match &res {
                         Ok(Outcome::Measured(s)) => Some(s.check),
+                        _ => None,
+                    },
+                    requests: match &res {
+                        Ok(Outcome::Measured(s)) => s.requests.clone(),
                         _ => None,
                     },
                     refused: match &res {
@@ -383,6 +398,7 @@ struct Sample<'a> {
     m: &'a layerset::Manifest,
     drop_caches: bool,
     timeout: Duration,
+    tracer: Option<&'a fusetrace::Tracer>,
 }
 
 impl Sample<'_> {
@@ -420,6 +436,10 @@ impl Sample<'_> {
             drop_caches: self.drop_caches,
             set_dir: self.set_dir,
             memcg: memcg.as_ref(),
+            trace: self
+                .tracer
+                .filter(|_| self.t.is_fuse())
+                .map(|t| (t, mts.iter().map(|m| m.mnt.as_path()).collect())),
         };
         let r = workloads::run(self.w, &cx, &mts).map_err(|e| e.to_string());
         let r = if dog.disarm() {

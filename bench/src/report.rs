@@ -15,6 +15,7 @@ use crate::machine::Machine;
 use crate::targets::{Durability, Role};
 use crate::workloads::{self, Unit};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::fmt::Write;
 
 #[derive(Clone, Debug, Serialize)]
@@ -27,6 +28,9 @@ pub struct SampleRec {
     pub check: Option<u64>,
     /// The errno name of an operation the target refuses by design (e.g. EXDEV).
     pub refused: Option<String>,
+    /// FUSE requests of the timed part by opcode (`--fuse-requests`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requests: Option<BTreeMap<String, u64>>,
     pub error: Option<String>,
 }
 
@@ -360,6 +364,7 @@ impl Record {
              operation (no time)."
         );
         s.push_str(&goals::markdown(&goals::evaluate(self)));
+        s.push_str(&self.requests_markdown());
         let mism = self.check_mismatches();
         if !mism.is_empty() {
             let _ = writeln!(
@@ -381,6 +386,63 @@ impl Record {
                     e.error.as_deref().unwrap_or("")
                 );
             }
+        }
+        s
+    }
+}
+
+impl Record {
+    /// Median FUSE requests per sample by opcode, per workload and target, when counted.
+    pub fn requests(&self, workload: &str, target: &str) -> Option<BTreeMap<String, u64>> {
+        let runs: Vec<&BTreeMap<String, u64>> = self
+            .samples
+            .iter()
+            .filter(|s| s.workload == workload && s.target == target)
+            .filter_map(|s| s.requests.as_ref())
+            .collect();
+        if runs.is_empty() {
+            return None;
+        }
+        let ops: std::collections::BTreeSet<&String> = runs.iter().flat_map(|r| r.keys()).collect();
+        Some(
+            ops.into_iter()
+                .map(|op| {
+                    let mut v: Vec<f64> = runs
+                        .iter()
+                        .map(|r| r.get(op).copied().unwrap_or(0) as f64)
+                        .collect();
+                    (op.clone(), median(&mut v).round() as u64)
+                })
+                .filter(|(_, n)| *n > 0)
+                .collect(),
+        )
+    }
+
+    /// The FUSE request counts as a markdown section (empty when none were counted).
+    fn requests_markdown(&self) -> String {
+        let mut s = String::new();
+        let mut rows = Vec::new();
+        for w in workloads::ALL {
+            for t in &self.targets {
+                if let Some(r) = self.requests(w.id, &t.id) {
+                    rows.push((w.id, &t.label, r));
+                }
+            }
+        }
+        if rows.is_empty() {
+            return s;
+        }
+        let _ = writeln!(
+            s,
+            "\n## FUSE requests per sample (timed part, median over rounds)\n\n\
+             | workload | target | requests | by opcode |\n|---|---|---:|---|"
+        );
+        for (id, label, r) in rows {
+            let total: u64 = r.values().sum();
+            let mut ops: Vec<(&String, &u64)> = r.iter().collect();
+            ops.sort_by(|a, b| b.1.cmp(a.1));
+            let list: Vec<String> = ops.iter().map(|(o, n)| format!("{o} {n}")).collect();
+            let _ = writeln!(s, "| {id} | {label} | {total} | {} |", list.join(", "));
         }
         s
     }

@@ -5,11 +5,13 @@
 //! seen, bytes read…) that must agree across filesystems: a cheap differential test that
 //! catches a target doing less work by being wrong.
 
+use crate::fusetrace::Tracer;
 use crate::layerset::Manifest;
 use crate::memcg::Memcg;
 use crate::rng::Rng;
 use crate::sys;
 use crate::targets::Mounted;
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
@@ -239,6 +241,8 @@ pub struct Ctx<'a> {
     pub set_dir: &'a Path,
     /// The memory cgroup of this sample's mounts (page-cache workloads).
     pub memcg: Option<&'a Memcg>,
+    /// Count the FUSE requests of these mounts during the timed part (`--fuse-requests`).
+    pub trace: Option<(&'a Tracer, Vec<&'a Path>)>,
 }
 
 impl Ctx<'_> {
@@ -249,12 +253,33 @@ impl Ctx<'_> {
             Ok(())
         }
     }
+
+    /// Time `f` (which returns the check number), counting FUSE requests if asked.
+    fn timed(&self, f: impl FnOnce() -> io::Result<u64>) -> io::Result<Outcome> {
+        if let Some((tracer, mounts)) = &self.trace {
+            tracer.start(mounts)?;
+        }
+        let t = Instant::now();
+        let check = f();
+        let value = t.elapsed().as_secs_f64();
+        let requests = match &self.trace {
+            Some((tracer, _)) => Some(tracer.stop()?),
+            None => None,
+        };
+        Ok(Outcome::Measured(Sample {
+            value,
+            check: check?,
+            requests,
+        }))
+    }
 }
 
-/// One measurement: the value (seconds or bytes) and the cross-target check number.
+/// One measurement: the value (seconds or bytes), the cross-target check number, and
+/// the FUSE requests of the timed part by opcode, when counted.
 pub struct Sample {
     pub value: f64,
     pub check: u64,
+    pub requests: Option<BTreeMap<String, u64>>,
 }
 
 /// What a sample gave: a measurement, or the errno name of an operation the filesystem
@@ -265,17 +290,12 @@ pub enum Outcome {
     Refused(&'static str),
 }
 
-fn timed(f: impl FnOnce() -> io::Result<u64>) -> io::Result<Outcome> {
-    let t = Instant::now();
-    let check = f()?;
-    Ok(Outcome::Measured(Sample {
-        value: t.elapsed().as_secs_f64(),
-        check,
-    }))
-}
-
 fn measured(value: f64, check: u64) -> io::Result<Outcome> {
-    Ok(Outcome::Measured(Sample { value, check }))
+    Ok(Outcome::Measured(Sample {
+        value,
+        check,
+        requests: None,
+    }))
 }
 
 /// Run workload `w` on the fresh mounts `mts` (one, except for the page-cache workloads).
@@ -287,15 +307,15 @@ pub fn run(w: &Workload, cx: &Ctx, mts: &[Mounted]) -> io::Result<Outcome> {
         cx.drop()?;
     }
     match w.id {
-        "walk-cold" => timed(|| walk(root)),
+        "walk-cold" => cx.timed(|| walk(root)),
         "walk-warm" => {
             walk(root)?;
-            timed(|| walk(root))
+            cx.timed(|| walk(root))
         }
         "readdir-wide" => {
             let dir = root.join(&m.wide_dir);
             list(&dir)?;
-            timed(|| {
+            cx.timed(|| {
                 let mut n = 0;
                 for _ in 0..m.scale.readdir_reps {
                     n = list(&dir)?;
@@ -303,15 +323,15 @@ pub fn run(w: &Workload, cx: &Ctx, mts: &[Mounted]) -> io::Result<Outcome> {
                 Ok(n)
             })
         }
-        "small-read-cold" => timed(|| read_tree(&root.join(&m.small_dir))),
+        "small-read-cold" => cx.timed(|| read_tree(&root.join(&m.small_dir))),
         "small-read-warm" => {
             read_tree(&root.join(&m.small_dir))?;
-            timed(|| read_tree(&root.join(&m.small_dir)))
+            cx.timed(|| read_tree(&root.join(&m.small_dir)))
         }
-        "seq-read-cold" => timed(|| read_file(&root.join(&m.big_file))),
+        "seq-read-cold" => cx.timed(|| read_file(&root.join(&m.big_file))),
         "seq-read-warm" => {
             read_file(&root.join(&m.big_file))?;
-            timed(|| read_file(&root.join(&m.big_file)))
+            cx.timed(|| read_file(&root.join(&m.big_file)))
         }
         "rand-read" => {
             let f = File::open(root.join(&m.big_file))?;
@@ -321,15 +341,15 @@ pub fn run(w: &Workload, cx: &Ctx, mts: &[Mounted]) -> io::Result<Outcome> {
                 .map(|_| rng.below(blocks) * 4096)
                 .collect();
             pread_all(&f, &offs)?;
-            timed(|| pread_all(&f, &offs))
+            cx.timed(|| pread_all(&f, &offs))
         }
-        "tar-cold" => timed(|| tar(root, &m.tar_dir)),
+        "tar-cold" => cx.timed(|| tar(root, &m.tar_dir)),
         "pagecache-rw" | "pagecache-ro" => page_cache_of(cx, mts),
         "copy-up" => {
             for p in &m.copyup {
                 read_file(&root.join(p))?;
             }
-            timed(|| {
+            cx.timed(|| {
                 for p in &m.copyup {
                     let path = root.join(p);
                     let mut f = OpenOptions::new()
@@ -345,14 +365,14 @@ pub fn run(w: &Workload, cx: &Ctx, mts: &[Mounted]) -> io::Result<Outcome> {
         "create" => {
             let dir = root.join(&m.create_dir);
             list(&dir)?;
-            timed(|| xargs_touch(&dir, m.scale.create_files))
+            cx.timed(|| xargs_touch(&dir, m.scale.create_files))
         }
-        "create-newdir" => timed(|| {
+        "create-newdir" => cx.timed(|| {
             let dir = root.join("srv/new");
             fs::create_dir(&dir)?;
             xargs_touch(&dir, m.scale.create_files)
         }),
-        "create-write" => timed(|| {
+        "create-write" => cx.timed(|| {
             let dir = root.join("srv/new");
             fs::create_dir(&dir)?;
             let data = [b'x'; 100];
@@ -366,7 +386,7 @@ pub fn run(w: &Workload, cx: &Ctx, mts: &[Mounted]) -> io::Result<Outcome> {
             for d in &m.rm_dirs {
                 n += walk(&root.join(d))?;
             }
-            timed(|| {
+            cx.timed(|| {
                 run_tool(
                     Command::new("rm")
                         .arg("-rf")
@@ -386,22 +406,29 @@ pub fn run(w: &Workload, cx: &Ctx, mts: &[Mounted]) -> io::Result<Outcome> {
                 root.join(format!("{}-renamed", m.rename_dir)),
             );
             walk(&from)?;
-            let t = Instant::now();
-            match fs::rename(&from, &to) {
-                Err(e) if e.raw_os_error() == Some(libc::EXDEV) => Ok(Outcome::Refused("EXDEV")),
-                Err(e) => Err(at(e, &from)),
-                Ok(()) => {
-                    let secs = t.elapsed().as_secs_f64();
-                    // What the new name holds must be the whole tree, and the old name gone.
-                    let n = walk(&to)? + u64::from(from.symlink_metadata().is_ok()) * 1_000_000;
-                    measured(secs, n)
+            let mut refused = false;
+            let out = cx.timed(|| match fs::rename(&from, &to) {
+                Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+                    refused = true;
+                    Ok(0)
                 }
+                Err(e) => Err(at(e, &from)),
+                Ok(()) => Ok(0),
+            })?;
+            match out {
+                _ if refused => Ok(Outcome::Refused("EXDEV")),
+                Outcome::Measured(mut s) => {
+                    // What the new name holds must be the whole tree, and the old name gone.
+                    s.check = walk(&to)? + u64::from(from.symlink_metadata().is_ok()) * 1_000_000;
+                    Ok(Outcome::Measured(s))
+                }
+                r => Ok(r),
             }
         }
-        "deep-lookup-cold" => timed(|| deep_lookups(root, m)),
+        "deep-lookup-cold" => cx.timed(|| deep_lookups(root, m)),
         "deep-lookup-warm" => {
             deep_lookups(root, m)?;
-            timed(|| deep_lookups(root, m))
+            cx.timed(|| deep_lookups(root, m))
         }
         "mount-ready" => measured(mt.mount_secs, list(root)?),
         "daemon-rss" => {

@@ -44,6 +44,11 @@ fn quick_run_writes_results() {
         targets.push("unionmount-volatile".into());
         cmd.arg("--unionmount").arg(um);
     }
+    // Count FUSE requests too where the kernel has the tracepoint.
+    let traced = Path::new("/sys/kernel/tracing/events/fuse/fuse_request_send").exists();
+    if traced {
+        cmd.arg("--fuse-requests");
+    }
     let status = cmd
         .args(["--quick", "--rounds", "1", "--no-drop-caches"])
         .args(["--targets", &targets.join(",")])
@@ -108,6 +113,24 @@ fn quick_run_writes_results() {
         }
     } else {
         eprintln!("no memory cgroup here ({memcg}): page cache not checked");
+    }
+    // Every file `xargs touch` creates is one CREATE request, on every FUSE target.
+    if traced {
+        let files = json["scale"]["create_files"]
+            .as_u64()
+            .expect("create_files");
+        for s in samples
+            .iter()
+            .filter(|s| {
+                s["workload"] == "create"
+                    && s["target"] != "kernel"
+                    && s["target"] != "kernel-volatile"
+            })
+            .filter(|s| s["error"].is_null())
+        {
+            assert_eq!(s["requests"]["CREATE"].as_u64(), Some(files), "{s}");
+        }
+        assert!(md.contains("## FUSE requests per sample"), "{md}");
     }
     // Bars are unionmount's and fuse-overlayfs 2.0's ratios.
     let bars = targets
