@@ -379,11 +379,11 @@ impl PageRef {
         Ok((u32_at(b, e), k, v))
     }
     /// Keys must be strictly ascending (what every lookup relies on).
-    fn check_order(&self, prev: &mut Option<Vec<u8>>, key: &[u8], i: usize) -> Result<(), BoltError> {
-        if prev.as_deref().is_some_and(|p| p >= key) {
+    fn check_order<'a>(&self, prev: &mut Option<&'a [u8]>, key: &'a [u8], i: usize) -> Result<(), BoltError> {
+        if prev.is_some_and(|p| p >= key) {
             return corrupt(format!("page {}: keys out of order at element {i}", self.id));
         }
-        *prev = Some(key.to_vec());
+        *prev = Some(key);
         Ok(())
     }
 }
@@ -487,7 +487,6 @@ impl<'t> Bucket<'t> {
         let mut seen = HashSet::new();
         // Depth-first, left to right: a stack of (page, depth), children pushed reversed.
         let mut stack = vec![(self.root_page()?, 1usize)];
-        let mut last: Option<Vec<u8>> = None;
         while let Some((page, depth)) = stack.pop() {
             if page.off == 0 && !seen.insert(page.id) {
                 return corrupt(format!("page {} is reached twice (a cycle)", page.id));
@@ -499,7 +498,9 @@ impl<'t> Bucket<'t> {
                     for i in 0..n {
                         let (flags, k, v) = page.leaf(i)?;
                         page.check_order(&mut prev, k, i)?;
-                        page.check_order(&mut last, k, i)?;
+                        if out.last().is_some_and(|(l, _): &(Vec<u8>, Value)| l.as_slice() >= k) {
+                            return corrupt(format!("page {}: keys out of order with the page before", page.id));
+                        }
                         out.push((k.to_vec(), self.value(flags, v)?));
                     }
                 }
