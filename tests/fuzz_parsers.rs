@@ -119,7 +119,7 @@ proptest! {
         let (_keep, root) = store_case(kind, &bytes);
         let cache = _keep.path().join("cache");
         for reference in ["x:y", "y", "aaaa", "sha256:00"] {
-            let q = StoreQuery { reference: reference.into(), store: Some(root.clone()), cache: Some(cache.clone()) };
+            let q = StoreQuery { reference: reference.into(), store: Some(root.clone()), cache: Some(cache.clone()), ..Default::default() };
             if let Err(e) = resolve(&q) {
                 prop_assert!(!e.to_string().contains('\n'), "multi-line error: {e}");
             }

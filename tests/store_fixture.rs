@@ -47,7 +47,7 @@ fn setup() -> Option<Fx> {
 }
 
 fn q(store: &Path, cache: &Path, r: &str) -> StoreQuery {
-    StoreQuery { reference: r.into(), store: Some(store.into()), cache: Some(cache.into()) }
+    StoreQuery { reference: r.into(), store: Some(store.into()), cache: Some(cache.into()), ..Default::default() }
 }
 
 #[test]

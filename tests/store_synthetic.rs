@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use unionmount::store::{self, StoreError, StoreQuery};
 
 fn q(store: &Path, cache: &Path, r: &str) -> StoreQuery {
-    StoreQuery { reference: r.into(), store: Some(store.into()), cache: Some(cache.into()) }
+    StoreQuery { reference: r.into(), store: Some(store.into()), cache: Some(cache.into()), ..Default::default() }
 }
 
 /// 120 layers: layer i adds `f/i`, rewrites `common`; layer 60 deletes `f/10`.

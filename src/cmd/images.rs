@@ -16,6 +16,9 @@ struct ImagesArgs {
     /// Store to list (Docker root, containers-storage root, OCI layout, docker-save archive)
     #[arg(long)]
     store: Option<PathBuf>,
+    /// Only this containerd namespace (default: all, moby first)
+    #[arg(long)]
+    namespace: Option<String>,
     /// Print JSON instead of a table
     #[arg(long)]
     json: bool,
@@ -31,18 +34,29 @@ pub fn run(args: &[OsString]) -> Result<i32, Error> {
 
 fn images(a: &ImagesArgs) -> Result<String, StoreError> {
     let mut out = String::new();
-    let (stores, searched) = stores_for(a.store.as_deref())?;
-    if stores.is_empty() && !a.json {
+    let (mut stores, searched) = stores_for(a.store.as_deref())?;
+    if stores.is_empty() {
         let looked: Vec<String> = default_stores().iter().map(|p| p.display().to_string()).collect();
-        eprintln!("unionmount images: no image store found (looked in {})", looked.join(", "));
+        return Err(StoreError::Other(format!(
+            "no image store found (looked in {}): name one with --store",
+            looked.join(", ")
+        )));
     }
     let _ = searched;
-    let mut rows: Vec<[String; 6]> = Vec::new();
+    for s in &mut stores {
+        s.select(a.namespace.as_deref(), None)?;
+    }
+    let mut rows: Vec<[String; 7]> = Vec::new();
     let mut json = Vec::new();
     let t = now();
     for s in &stores {
-        let recs = match s.images() {
-            Ok(r) => r,
+        let recs = match s.listing_detailed() {
+            Ok(l) => {
+                for b in &l.broken {
+                    log::warn!("{}: unreadable entry {}: {}", s.root().display(), b.display_names().join(" "), b.error);
+                }
+                l.images
+            }
             Err(e) if a.store.is_none() => {
                 eprintln!("unionmount images: skipping {}: {e}", s.root().display());
                 continue;
@@ -54,6 +68,7 @@ fn images(a: &ImagesArgs) -> Result<String, StoreError> {
             json.push(serde_json::json!({
                 "store": s.root(), "kind": s.kind(), "id": r.id, "names": r.names,
                 "digests": r.digests, "created": r.created, "layers": r.layer_count, "size": r.size,
+                "namespace": r.namespace,
             }));
             let shown: Vec<(String, String)> = if names.is_empty() {
                 vec![("<none>".into(), "<none>".into())]
@@ -74,6 +89,7 @@ fn images(a: &ImagesArgs) -> Result<String, StoreError> {
                     ago(r.created.as_deref(), t),
                     r.layer_count.map(|n| n.to_string()).unwrap_or_else(|| "N/A".into()),
                     human_size(r.size),
+                    r.namespace.clone().unwrap_or_default(),
                 ]);
             }
         }
@@ -83,17 +99,19 @@ fn images(a: &ImagesArgs) -> Result<String, StoreError> {
         out.push('\n');
         return Ok(out);
     }
-    let head = ["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "LAYERS", "SIZE"];
+    // NAMESPACE only when a containerd store was listed.
+    let cols = if rows.iter().any(|r| !r[6].is_empty()) { 7 } else { 6 };
+    let head = ["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "LAYERS", "SIZE", "NAMESPACE"];
     let mut w = head.map(str::len);
     for r in &rows {
         for (i, c) in r.iter().enumerate() {
             w[i] = w[i].max(c.chars().count());
         }
     }
-    let mut line = |cells: [&str; 6]| {
+    let mut line = |cells: [&str; 7]| {
         let mut s = String::new();
-        for (i, c) in cells.iter().enumerate() {
-            if i == 5 {
+        for (i, c) in cells.iter().take(cols).enumerate() {
+            if i + 1 == cols {
                 s.push_str(c);
             } else {
                 s.push_str(&format!("{c:<w$}   ", w = w[i]));
@@ -104,7 +122,7 @@ fn images(a: &ImagesArgs) -> Result<String, StoreError> {
     };
     line(head);
     for r in &rows {
-        line([&r[0], &r[1], &r[2], &r[3], &r[4], &r[5]]);
+        line([&r[0], &r[1], &r[2], &r[3], &r[4], &r[5], &r[6]]);
     }
     Ok(out)
 }

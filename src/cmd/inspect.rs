@@ -21,6 +21,12 @@ struct InspectArgs {
     /// Layer cache for OCI layouts and archives
     #[arg(long)]
     cache: Option<PathBuf>,
+    /// containerd namespace (default: moby, then the others)
+    #[arg(long)]
+    namespace: Option<String>,
+    /// Platform of a multi-platform image: os/arch[/variant] (default: this machine)
+    #[arg(long)]
+    platform: Option<String>,
     /// Print JSON
     #[arg(long)]
     json: bool,
@@ -29,7 +35,13 @@ struct InspectArgs {
 /// `unionmount inspect IMAGE [--store PATH] [--cache DIR] [--json]`.
 pub fn run(args: &[OsString]) -> Result<i32, Error> {
     let a: InspectArgs = parse("inspect", args)?;
-    let q = StoreQuery { reference: a.image.clone(), store: a.store.clone(), cache: a.cache.clone() };
+    let q = StoreQuery {
+        reference: a.image.clone(),
+        store: a.store.clone(),
+        cache: a.cache.clone(),
+        namespace: a.namespace.clone(),
+        platform: a.platform.clone(),
+    };
     let img = resolve_with(&q, false)?;
     let n = img.layers.len();
     let mut out = String::new();

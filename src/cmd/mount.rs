@@ -3,7 +3,8 @@
 //! Forms accepted:
 //! - `unionmount [-f] [-d] -o lowerdir=TOP:…:BOTTOM[,upperdir=U,workdir=W][,OPT…] [SOURCE] MNT`
 //!   (fuse-overlayfs style; also what mount.fuse3 and containers/storage run);
-//! - `unionmount [--store P] [--cache D] [--upper D | --read-only] [-o OPTS] IMAGE MNT`.
+//! - `unionmount [--store P] [--cache D] [--upper D | --read-only] [-o OPTS] [--namespace NS]
+//!   [--platform OS/ARCH[/VARIANT]] IMAGE MNT`.
 //!
 //! `-o` may appear anywhere and more than once. Flags taking a value are listed once in
 //! [`VALUE_FLAGS`] (`--flag VALUE` and `--flag=VALUE`); add new ones there.
@@ -23,9 +24,10 @@ pub enum Parsed {
 
 pub const USAGE: &str = "\
 usage: unionmount [-f] [-d] -o lowerdir=TOP:...:BOTTOM[,upperdir=U,workdir=W][,OPT...] [SOURCE] MOUNTPOINT
-       unionmount [--store PATH] [--cache DIR] [--upper DIR | --read-only] [-o OPTS] IMAGE MOUNTPOINT
-       unionmount images [--store PATH] [--json]
-       unionmount inspect IMAGE [--store PATH] [--json]
+       unionmount [--store PATH] [--cache DIR] [--upper DIR | --read-only] [-o OPTS]
+                  [--namespace NS] [--platform OS/ARCH[/VARIANT]] IMAGE MOUNTPOINT
+       unionmount images [--store PATH] [--namespace NS] [--json]
+       unionmount inspect IMAGE [--store PATH] [--namespace NS] [--platform P] [--json]
        unionmount diff TARGET [--json]
        unionmount commit TARGET --output FILE [--gzip|--zstd] [--image NAME --oci DIR]
        unionmount which PATH
@@ -41,6 +43,8 @@ const VALUE_FLAGS: &[(&str, SetFlag)] = &[
     ("--store", |m, v| m.opts.store = Some(v.into())),
     ("--cache", |m, v| m.cache = Some(v.into())),
     ("--upper", |m, v| m.upper = Some(v.into())),
+    ("--namespace", |m, v| m.namespace = Some(v.to_string_lossy().into_owned())),
+    ("--platform", |m, v| m.platform = Some(v.to_string_lossy().into_owned())),
 ];
 
 /// Parse the mount command line (argv without the program name).

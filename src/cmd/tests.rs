@@ -93,6 +93,8 @@ fn image_form() {
     assert!(m.opts.read_only);
     let m = mount(&["--read-only", "img", "/mnt"]);
     assert!(m.opts.read_only);
+    let m = mount(&["--namespace", "k8s.io", "--platform=linux/arm64", "img", "/mnt"]);
+    assert_eq!((m.namespace.as_deref(), m.platform.as_deref()), (Some("k8s.io"), Some("linux/arm64")));
 }
 
 #[test]

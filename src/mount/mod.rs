@@ -68,6 +68,8 @@ fn plan(args: &MountArgs) -> Result<Plan, MountError> {
             reference: reference.to_string_lossy().into_owned(),
             store: args.opts.store.clone(),
             cache: args.cache.clone(),
+            namespace: args.namespace.clone(),
+            platform: args.platform.clone(),
         };
         let img = crate::store::resolve(&q)?;
         spec.lowers = img.layers.iter().map(|l| l.dir.clone()).collect();

@@ -41,6 +41,10 @@ pub struct MountArgs {
     pub cache: Option<PathBuf>,
     /// `--upper DIR`: persistent writable layer for image mounts.
     pub upper: Option<PathBuf>,
+    /// `--namespace NS`: containerd namespace to take the image from.
+    pub namespace: Option<String>,
+    /// `--platform os/arch[/variant]`: which image of a multi-platform index.
+    pub platform: Option<String>,
 }
 
 impl MountArgs {

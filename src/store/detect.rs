@@ -7,10 +7,14 @@
 //!        imagedb/ layerdb/      ROOT/overlay-layers/        DIR/blobs/sha256/   and/or index.json
 //! ROOT/overlay2/<cache-id>/           layers.json
 //!                               ROOT/overlay/<id>/diff
+//! containerd root: ROOT/io.containerd.metadata.v1.bolt/meta.db (also found as
+//! DOCKER_ROOT/containerd/daemon when a Docker root without image/overlay2 is given)
 //! ```
 //! Invariants: detection only stats and reads the first 512 bytes of a file; it never
-//! writes. The default search order is /var/lib/docker, /var/lib/containers/storage,
-//! `$XDG_DATA_HOME/containers/storage` (default `~/.local/share/containers/storage`).
+//! writes. The default search order: the stores a running Docker daemon names (`GET /info`,
+//! see containerd_discover.rs), /var/lib/docker, /var/lib/docker/containerd/daemon,
+//! /var/lib/containerd, /var/lib/containers/storage, then `$XDG_DATA_HOME` (default
+//! `~/.local/share`) `/containers/storage` and `/containerd` (rootless); no path twice.
 
 use super::StoreError;
 use std::io::Read;
@@ -24,6 +28,7 @@ pub enum StoreKind {
     ContainersStorage,
     OciLayout,
     Archive,
+    Containerd,
 }
 
 impl StoreKind {
@@ -33,6 +38,7 @@ impl StoreKind {
             StoreKind::ContainersStorage => "containers-storage",
             StoreKind::OciLayout => "oci-layout",
             StoreKind::Archive => "docker-archive",
+            StoreKind::Containerd => "containerd",
         }
     }
 }
@@ -72,6 +78,9 @@ pub fn detect(path: &Path) -> Result<StoreKind, StoreError> {
     if !md.is_dir() {
         return Err(StoreError::Store { path: path.into(), detail: "not a file or directory".into() });
     }
+    if super::containerd::is_root(path) && !path.join("image/overlay2").exists() {
+        return Ok(StoreKind::Containerd);
+    }
     let img = path.join("image/overlay2");
     if img.join("repositories.json").exists() || is_dir(&img.join("imagedb")) {
         return Ok(StoreKind::Docker);
@@ -89,23 +98,40 @@ pub fn detect(path: &Path) -> Result<StoreKind, StoreError> {
                 .into(),
         });
     }
+    // A directory we may not look into (a root-only store as another user): say that.
+    if let Err(e) = std::fs::read_dir(path) {
+        return Err(StoreError::io(path, e));
+    }
     Err(StoreError::Store {
         path: path.into(),
-        detail: "not a Docker root, containers-storage root, OCI layout or docker-save archive"
+        detail: "not a Docker root, containerd root, containers-storage root, OCI layout or docker-save archive"
             .into(),
     })
 }
 
-/// The default stores, in search order (whether or not they exist).
+/// The default stores, in search order (whether or not they exist): first where a running
+/// Docker daemon says its images are, then the usual places.
 pub fn default_stores() -> Vec<PathBuf> {
-    let mut v = vec![PathBuf::from("/var/lib/docker"), PathBuf::from("/var/lib/containers/storage")];
+    let mut v = super::containerd_discover::docker_stores();
+    v.extend(
+        [
+            "/var/lib/docker",
+            "/var/lib/docker/containerd/daemon",
+            "/var/lib/containerd",
+            "/var/lib/containers/storage",
+        ]
+        .map(PathBuf::from),
+    );
     let data = std::env::var_os("XDG_DATA_HOME")
         .filter(|x| !x.is_empty())
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").filter(|x| !x.is_empty()).map(|h| PathBuf::from(h).join(".local/share")));
     if let Some(d) = data {
         v.push(d.join("containers/storage"));
+        v.push(d.join("containerd"));
     }
+    let mut seen = std::collections::HashSet::new();
+    v.retain(|p| seen.insert(p.clone()));
     v
 }
 
@@ -141,6 +167,18 @@ mod tests {
         fs::write(p.join("junk"), "hello").unwrap();
         assert!(detect(&p.join("junk")).is_err());
         assert!(detect(p).unwrap_err().to_string().contains("not a Docker root"));
+        // containerd: its own root, or a Docker root whose containerd runs under it.
+        let c = p.join("ctd");
+        fs::create_dir_all(c.join("io.containerd.metadata.v1.bolt")).unwrap();
+        fs::write(c.join("io.containerd.metadata.v1.bolt/meta.db"), "").unwrap();
+        assert_eq!(detect(&c).unwrap(), StoreKind::Containerd);
+        let dc = p.join("docker29");
+        fs::create_dir_all(dc.join("containerd/daemon/io.containerd.metadata.v1.bolt")).unwrap();
+        fs::write(dc.join("containerd/daemon/io.containerd.metadata.v1.bolt/meta.db"), "").unwrap();
+        assert_eq!(detect(&dc).unwrap(), StoreKind::Containerd);
+        assert_eq!(super::super::containerd::root_of(&dc), dc.join("containerd/daemon"));
+        fs::create_dir_all(dc.join("image/overlay2/imagedb")).unwrap();
+        assert_eq!(detect(&dc).unwrap(), StoreKind::Docker, "a legacy store given by path stays Docker");
         assert!(detect(&p.join("missing")).is_err());
     }
 }

@@ -7,8 +7,10 @@
 //!
 //! ```text
 //! reference ──parse──> Query ──> [store, …] ──listing()──> ImageRecord ──resolve()──> ResolvedImage
-//!  (reference.rs)                (detect.rs)  docker.rs / cstorage.rs / oci.rs+archive.rs
-//!                                (select.rs)  OCI and archive layers: cache.rs + unpack.rs
+//!  (reference.rs)                (detect.rs)  docker.rs / cstorage.rs / oci.rs+archive.rs /
+//!                                (select.rs)  containerd.rs (+ containerd_db.rs, bbolt.rs)
+//!                                             OCI, archive (and containerd content-only)
+//!                                             layers: cache.rs + unpack.rs
 //! ```
 //! Invariants (nothing a store holds is trusted):
 //! - a store is only ever read: nothing under a store root is created, changed or removed;
@@ -30,6 +32,9 @@ pub mod archive;
 pub mod bbolt;
 pub mod cache;
 mod config;
+pub mod containerd;
+pub mod containerd_db;
+pub mod containerd_discover;
 pub mod cstorage;
 pub mod detect;
 pub mod digest;
@@ -62,6 +67,10 @@ pub struct StoreQuery {
     pub store: Option<PathBuf>,
     /// `--cache DIR` for unpacked OCI / docker-save layers; None = default.
     pub cache: Option<PathBuf>,
+    /// `--namespace NS` (containerd); None = `moby` first, then the others.
+    pub namespace: Option<String>,
+    /// `--platform os/arch[/variant]` for multi-platform images; None = this machine.
+    pub platform: Option<String>,
 }
 
 /// How a layer directory spells deletions (defined with the other overlay rules).
@@ -122,6 +131,7 @@ pub enum Store {
     CStorage(cstorage::CStore),
     Oci(oci::OciStore<oci::DirBlobs>),
     Archive(archive::ArchiveStore),
+    Containerd(Box<containerd::ContainerdStore>),
 }
 
 impl Store {
@@ -132,7 +142,22 @@ impl Store {
             StoreKind::ContainersStorage => Store::CStorage(cstorage::CStore::open(path)?),
             StoreKind::OciLayout => Store::Oci(oci::OciStore::new(oci::DirBlobs::open(path)?)),
             StoreKind::Archive => Store::Archive(archive::ArchiveStore::open(path)?),
+            StoreKind::Containerd => Store::Containerd(Box::new(containerd::ContainerdStore::open(&containerd::root_of(path))?)),
         })
+    }
+    /// Apply `--namespace` and `--platform` (containerd stores; others ignore them).
+    pub fn select(&mut self, namespace: Option<&str>, platform: Option<&str>) -> Result<(), StoreError> {
+        if let Store::Containerd(s) = self {
+            s.select(namespace, platform)?;
+        }
+        Ok(())
+    }
+    /// The image `q` selects in this store's `listing` (containerd: in namespace order).
+    pub fn find<'a>(&self, listing: &'a Listing, q: &reference::Query) -> Result<Option<&'a ImageRecord>, StoreError> {
+        match self {
+            Store::Containerd(s) => s.find(listing, q),
+            _ => find(listing, q),
+        }
     }
     pub fn kind(&self) -> StoreKind {
         match self {
@@ -140,6 +165,7 @@ impl Store {
             Store::CStorage(_) => StoreKind::ContainersStorage,
             Store::Oci(_) => StoreKind::OciLayout,
             Store::Archive(_) => StoreKind::Archive,
+            Store::Containerd(_) => StoreKind::Containerd,
         }
     }
     pub fn root(&self) -> &Path {
@@ -148,6 +174,7 @@ impl Store {
             Store::CStorage(s) => &s.root,
             Store::Oci(s) => oci::Blobs::root(&s.blobs),
             Store::Archive(s) => s.path(),
+            Store::Containerd(s) => &s.root,
         }
     }
     /// Every image the store holds, and the entries it cannot read.
@@ -157,6 +184,15 @@ impl Store {
             Store::CStorage(s) => s.images(),
             Store::Oci(s) => s.images(),
             Store::Archive(s) => s.images(),
+            Store::Containerd(s) => s.images(),
+        }
+    }
+    /// Like [`Store::listing`], with the details `images` shows (containerd reads each
+    /// image's manifest and config for them; the other stores list them anyway).
+    pub fn listing_detailed(&self) -> Result<Listing, StoreError> {
+        match self {
+            Store::Containerd(s) => s.list(),
+            _ => self.listing(),
         }
     }
     /// Every image the store holds; an entry it cannot read is logged and left out.
@@ -174,6 +210,7 @@ impl Store {
             Store::CStorage(s) => s.resolve(rec)?,
             Store::Oci(s) => s.resolve(rec, ctx)?,
             Store::Archive(s) => s.resolve(rec, ctx)?,
+            Store::Containerd(s) => s.resolve(rec, ctx)?,
         };
         r.kind = self.kind();
         r.store = self.root().to_path_buf();
@@ -243,7 +280,10 @@ fn is_empty_dir(p: &Path) -> bool {
 /// Resolve with an explicit context (used by `inspect`, which does not unpack).
 pub fn resolve_with(q: &StoreQuery, unpack: bool) -> Result<ResolvedImage, StoreError> {
     let query = reference::parse_query(&q.reference).map_err(StoreError::InvalidReference)?;
-    let (stores, searched) = stores_for(q.store.as_deref())?;
+    let (mut stores, searched) = stores_for(q.store.as_deref())?;
+    for s in &mut stores {
+        s.select(q.namespace.as_deref(), q.platform.as_deref())?;
+    }
     let ctx = ResolveCtx { cache: q.cache.clone().unwrap_or_else(default_cache_dir), unpack };
     let mut all_names: Vec<String> = Vec::new();
     let mut unreadable: Vec<String> = Vec::new();
@@ -258,7 +298,7 @@ pub fn resolve_with(q: &StoreQuery, unpack: bool) -> Result<ResolvedImage, Store
             }
             Err(e) => return Err(e),
         };
-        if let Some(rec) = find(&listing, &query)? {
+        if let Some(rec) = s.find(&listing, &query)? {
             return s.resolve(rec, &ctx);
         }
         all_names.extend(listing.images.iter().flat_map(|r| r.display_names()));

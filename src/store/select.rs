@@ -31,6 +31,8 @@ pub struct ImageRecord {
     pub layer_count: Option<usize>,
     /// Total size in bytes, when cheap to know.
     pub size: Option<u64>,
+    /// The containerd namespace holding it (containerd stores only).
+    pub namespace: Option<String>,
 }
 
 /// An entry a store lists but cannot read: selecting it by name gives `error`.
@@ -100,6 +102,7 @@ impl ImageRecord {
             created: None,
             layer_count: None,
             size: None,
+            namespace: None,
         }
     }
 

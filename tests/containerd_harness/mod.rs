@@ -38,6 +38,16 @@ impl Containerd {
     /// Start one; None (with a SKIP line) only when containerd or ctr is not installed or
     /// we are not root (containerd's overlayfs snapshotter needs root).
     pub fn start() -> Option<Containerd> {
+        Containerd::start_in(None)
+    }
+
+    /// Like [`Containerd::start`], with the containerd root at `root` (made if missing; the
+    /// caller owns and removes it).
+    pub fn start_at(root: &Path) -> Option<Containerd> {
+        Containerd::start_in(Some(root))
+    }
+
+    fn start_in(root: Option<&Path>) -> Option<Containerd> {
         if !have("containerd") || !have("ctr") {
             eprintln!("SKIP: containerd/ctr not installed (Debian package `containerd`)");
             return None;
@@ -53,7 +63,7 @@ impl Containerd {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_path_buf();
         let mut c = Containerd {
-            root: dir.join("root"),
+            root: root.map(Path::to_path_buf).unwrap_or_else(|| dir.join("root")),
             sock: dir.join("c.sock"),
             dir,
             child: None,
