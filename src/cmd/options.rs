@@ -7,6 +7,7 @@
 
 use super::Usage;
 use crate::mount::{MountOpts, Passthrough, WhiteoutForm};
+use crate::union::idmap::{IdMap, IdOptionError, parse_id};
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
@@ -61,6 +62,10 @@ fn utf8(v: &[u8], what: &str) -> Result<String, Usage> {
 
 fn number<T: std::str::FromStr>(v: &[u8], what: &str) -> Result<T, Usage> {
     utf8(v, what)?.parse().map_err(|_| Usage(format!("option {what}={} is not a valid number", shown(v))))
+}
+
+fn usage(e: IdOptionError) -> Usage {
+    Usage(e.to_string())
 }
 
 const KERNEL_FLAGS: &[&str] =
@@ -121,6 +126,12 @@ pub fn apply_option(o: &mut MountOpts, opt: &[u8]) -> Result<(), Usage> {
         (b"whiteout", Some(v)) => {
             o.whiteout = Some(WhiteoutForm::parse(v).ok_or_else(|| Usage::new("option whiteout= takes chardev or whfile"))?)
         }
+        // fuse-overlayfs's id options; the last of a repeated one wins, as for the others.
+        (b"uidmapping", Some(v)) => o.ids.uids = IdMap::parse("uidmapping", &utf8(v, "uidmapping")?).map_err(usage)?,
+        (b"gidmapping", Some(v)) => o.ids.gids = IdMap::parse("gidmapping", &utf8(v, "gidmapping")?).map_err(usage)?,
+        (b"squash_to_root", None) => o.ids.squash_to_root = true,
+        (b"squash_to_uid", Some(v)) => o.ids.squash_to_uid = Some(parse_id("squash_to_uid", &utf8(v, "squash_to_uid")?).map_err(usage)?),
+        (b"squash_to_gid", Some(v)) => o.ids.squash_to_gid = Some(parse_id("squash_to_gid", &utf8(v, "squash_to_gid")?).map_err(usage)?),
         (k, None) if KERNEL_FLAGS.iter().any(|f| f.as_bytes() == k) => {
             o.kernel_flags.push(utf8(k, "flag")?);
         }

@@ -79,8 +79,40 @@ fn the_three_call_forms() {
     ]);
     assert!(m.opts.no_fsync);
     assert_eq!(m.opts.lowerdir.len(), 2);
-    assert_eq!(m.opts.ignored.len(), 6, "{:?}", m.opts.ignored);
+    assert_eq!(m.opts.ignored.len(), 3, "{:?}", m.opts.ignored);
     assert!(m.opts.ignored[0].starts_with("context=\"system_u"));
+    assert_eq!(m.opts.ids.uids.ranges().len(), 1);
+    assert_eq!(m.opts.ids.squash_to_uid, Some(0));
+}
+
+#[test]
+fn id_options() {
+    use crate::union::idmap::IdRange;
+    // What containers/storage passes for `podman run --userns=keep-id` as uid 1001.
+    let keep_id = ":0:1:1001:1001:0:1:1002:1002:64535";
+    let m = mount(&["-o", &format!("lowerdir=/l,uidmapping={keep_id},gidmapping=0:100:10"), "/m"]);
+    let r = |ondisk, presented, len| IdRange { ondisk, presented, len };
+    assert_eq!(m.opts.ids.uids.ranges(), [r(0, 1, 1001), r(1001, 0, 1), r(1002, 1002, 64535)]);
+    assert_eq!(m.opts.ids.gids.ranges(), [r(0, 100, 10)]);
+    assert!(!m.opts.ids.squashes() && m.opts.ignored.is_empty());
+    let m = mount(&["-o", "lowerdir=/l,squash_to_root,squash_to_uid=7,squash_to_gid=8", "/m"]);
+    assert!(m.opts.ids.squash_to_root);
+    assert_eq!((m.opts.ids.squash_to_uid, m.opts.ids.squash_to_gid), (Some(7), Some(8)));
+    assert!(m.opts.ids.writes_identity());
+    // None given: the identity.
+    assert!(mount(&["-o", "lowerdir=/l", "/m"]).opts.ids.is_identity());
+    // Refused, in one line naming the option.
+    for (opt, want) in [
+        ("uidmapping=0:1000", "option uidmapping: expected ONDISK:PRESENTED:LEN"),
+        ("gidmapping=0:100:10:5:200:10", "option gidmapping: ranges 0:100:10 and 5:200:10 overlap on disk"),
+        ("uidmapping=0:x:1", "option uidmapping: \"x\" is not an id"),
+        ("gidmapping=0:1:0", "option gidmapping: range 0:1:0 is empty"),
+        ("squash_to_uid=-1", "option squash_to_uid: \"-1\" is not an id"),
+        ("squash_to_gid=", "option squash_to_gid: \"\" is not an id"),
+    ] {
+        let e = parse_mount(&args(&["-o", &format!("lowerdir=/l,{opt}"), "/m"])).expect_err(opt);
+        assert!(e.starts_with(want) && !e.contains('\n'), "{opt}: {e}");
+    }
 }
 
 #[test]

@@ -23,6 +23,8 @@ pub struct MountOpts {
     pub passthrough: Option<Passthrough>,
     pub whiteout: Option<WhiteoutForm>,
     pub store: Option<PathBuf>,
+    /// `uidmapping=`, `gidmapping=`, `squash_to_*` (the overflow ids are read at mount).
+    pub ids: crate::union::idmap::IdMapping,
     /// Generic mount flags passed on to the kernel (nodev, nosuid, noexec, …).
     pub kernel_flags: Vec<String>,
     /// Accepted but unused (logged at debug level).

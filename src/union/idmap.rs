@@ -88,19 +88,19 @@ impl fmt::Display for IdOptionError {
         match &self.error {
             IdMapError::NotTriples { numbers } => write!(
                 f,
-                "-o {o}: expected ONDISK:PRESENTED:LEN triples separated by ':', got {numbers} number{}",
+                "option {o}: expected ONDISK:PRESENTED:LEN triples separated by ':', got {numbers} number{}",
                 if *numbers == 1 { "" } else { "s" }
             ),
             IdMapError::BadNumber { field } => {
                 // Bounded: the value is the user's own option, but a typo may be long.
                 let shown: String = field.chars().take(24).collect();
                 let more = if shown.len() < field.len() { "…" } else { "" };
-                write!(f, "-o {o}: {shown:?}{more} is not an id (a decimal number below 4294967295)")
+                write!(f, "option {o}: {shown:?}{more} is not an id (a decimal number below 4294967295)")
             }
-            IdMapError::Empty { range } => write!(f, "-o {o}: range {range} is empty (LEN must be at least 1)"),
-            IdMapError::TooHigh { range } => write!(f, "-o {o}: range {range} goes past the highest id 4294967294"),
-            IdMapError::Overlap { a, b, side } => write!(f, "-o {o}: ranges {a} and {b} overlap {side}"),
-            IdMapError::TooMany { ranges } => write!(f, "-o {o}: {ranges} ranges, at most {MAX_RANGES} are allowed"),
+            IdMapError::Empty { range } => write!(f, "option {o}: range {range} is empty (LEN must be at least 1)"),
+            IdMapError::TooHigh { range } => write!(f, "option {o}: range {range} goes past the highest id 4294967294"),
+            IdMapError::Overlap { a, b, side } => write!(f, "option {o}: ranges {a} and {b} overlap {side}"),
+            IdMapError::TooMany { ranges } => write!(f, "option {o}: {ranges} ranges, at most {MAX_RANGES} are allowed"),
         }
     }
 }

@@ -79,16 +79,16 @@ fn errors_are_one_line_naming_the_option() {
         ("uidmapping", "0:100:10:5:200:10"),
     ] {
         let e = IdMap::parse(opt, v).unwrap_err().to_string();
-        assert!(e.starts_with(&format!("-o {opt}: ")), "{e}");
+        assert!(e.starts_with(&format!("option {opt}: ")), "{e}");
         assert!(!e.contains('\n') && e.len() < 120, "{e}");
     }
     assert_eq!(
         IdMap::parse("uidmapping", "0:100:10:5:200:10").unwrap_err().to_string(),
-        "-o uidmapping: ranges 0:100:10 and 5:200:10 overlap on disk"
+        "option uidmapping: ranges 0:100:10 and 5:200:10 overlap on disk"
     );
     assert_eq!(
         parse_id("squash_to_uid", "-1").unwrap_err().to_string(),
-        "-o squash_to_uid: \"-1\" is not an id (a decimal number below 4294967295)"
+        "option squash_to_uid: \"-1\" is not an id (a decimal number below 4294967295)"
     );
 }
 
