@@ -41,6 +41,8 @@ struct RootlessUser {
     runtime: PathBuf,
     /// The mount program podman runs (the binary under test, or a readable copy of it).
     mount_program: PathBuf,
+    /// First host id of the user's subordinate range.
+    subid_start: u32,
     scratch: tempfile::TempDir,
 }
 
@@ -63,7 +65,7 @@ fn free_uid() -> u32 {
 
 impl RootlessUser {
     /// Enter a private mount namespace and set the user up there.
-    fn new(mount_options: &str) -> RootlessUser {
+    fn new() -> RootlessUser {
         for tool in ["podman", "skopeo", "newuidmap", "newgidmap"] {
             need_tool(tool);
         }
@@ -133,13 +135,14 @@ impl RootlessUser {
         std::fs::create_dir_all(&config).unwrap();
         std::fs::create_dir_all(&runtime).unwrap();
         fs::chmod(&runtime, 0o700).unwrap();
-        let mut storage = format!(
-            "[storage]\ndriver = \"overlay\"\n\n[storage.options.overlay]\nmount_program = \"{}\"\n",
-            mount_program.display()
-        );
-        if !mount_options.is_empty() {
-            storage.push_str(&format!("mountopt = \"{mount_options}\"\n"));
-        }
+        // contrib/storage.conf, as the README tells users to install it, pointing at the
+        // binary under test.
+        let contrib = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/storage.conf")).unwrap();
+        let storage: String = contrib
+            .lines()
+            .map(|l| if l.starts_with("mount_program") { format!("mount_program = \"{}\"\n", mount_program.display()) } else { format!("{l}\n") })
+            .collect();
+        assert!(storage.contains(&mount_program.display().to_string()), "contrib/storage.conf has no mount_program line");
         std::fs::write(config.join("storage.conf"), storage).unwrap();
         // No network (nothing to reach), cgroups v1 here (no systemd user session), no journald.
         std::fs::write(
@@ -150,7 +153,7 @@ impl RootlessUser {
         for d in [&home, &runtime] {
             chown_tree(d, uid);
         }
-        RootlessUser { uid, name, home, runtime, mount_program, scratch }
+        RootlessUser { uid, name, home, runtime, mount_program, subid_start, scratch }
     }
 
     /// A command run as the user, with a login-like environment and nothing else.
@@ -191,11 +194,6 @@ impl RootlessUser {
         assert!(st.success(), "extract {tar:?}");
         chown_tree(&oci, self.uid);
         self.ok("skopeo", &["copy", "--quiet", &format!("oci:{}:app", oci.display()), &format!("containers-storage:{IMAGE}")]);
-    }
-
-    /// The user's rootless containers-storage.
-    fn store(&self) -> PathBuf {
-        self.home.join(".local/share/containers/storage")
     }
 }
 
@@ -241,7 +239,7 @@ fn lines(s: &str) -> Vec<&str> {
 }
 
 /// The container's `/` (its mountinfo line) is a FUSE mount made by the mount program
-/// named in storage.conf: its name is the file system's source.
+/// named in storage.conf (its name is the file system's source).
 fn assert_mounted_by(user: &RootlessUser, mountinfo: &str) {
     let want = user.mount_program.file_name().unwrap().to_string_lossy().into_owned();
     let fields: Vec<&str> = mountinfo.split(" - ").nth(1).unwrap_or("").split(' ').collect();
@@ -256,7 +254,7 @@ fn rootless_podman_runs_containers_through_the_mount_program() {
     if should_skip("rootless_podman") {
         return;
     }
-    let user = RootlessUser::new("");
+    let user = RootlessUser::new();
     user.pull_fixture();
 
     // First start: read lower files, write, remove, rename a lower directory. Second
@@ -298,8 +296,35 @@ fn rootless_podman_runs_containers_through_the_mount_program() {
     );
     user.ok("podman", &["rm", "c1"]);
 
-    // keep-id: the user's own uid inside.
-    let out = user.ok("podman", &["run", "--rm", "--userns=keep-id", IMAGE, "sh", "-c", "busybox id -u; busybox id -g"]);
-    assert_eq!(lines(&out), [user.uid.to_string(), user.uid.to_string()], "{out}");
-    assert!(user.store().join("overlay").is_dir());
+    // keep-id (toolbox, distrobox, dev containers): podman passes uidmapping=/gidmapping=
+    // so that the image's root files stay root's while the user keeps its own uid.
+    user.ok("podman", &["run", "--detach", "--userns=keep-id", "--name", "k1", IMAGE, "busybox", "sleep", "600"]);
+    let as_root = "busybox id -u; busybox stat -c %u:%g /etc/motd /opt/copied.txt
+        mkdir -m 1777 /shared; echo r > /etc/byroot; busybox stat -c %u:%g /etc/byroot /shared";
+    let out = user.ok("podman", &["exec", "--user", "0", "k1", "sh", "-c", as_root]);
+    assert_eq!(lines(&out), ["0", "0:0", "0:0", "0:0", "0:0"], "{out}");
+    let as_user = "busybox id -u; busybox id -g; busybox stat -c %u:%g /etc/motd
+        if echo x >> /etc/motd 2>/dev/null; then echo motd-writable; else echo motd-denied; fi
+        echo u > /shared/mine; busybox stat -c %u:%g /shared/mine; busybox chown 0 /shared/mine 2>/dev/null || echo chown-denied";
+    let out = user.ok("podman", &["exec", "k1", "sh", "-c", as_user]);
+    let me = user.uid.to_string();
+    assert_eq!(lines(&out), [me.as_str(), me.as_str(), "0:0", "motd-denied", &format!("{me}:{me}"), "chown-denied"], "{out}");
+    let upper = user.ok("podman", &["inspect", "--format", "{{.GraphDriver.Data.UpperDir}}", "k1"]);
+    user.ok("podman", &["stop", "--time", "0", "k1"]);
+    // On disk (host ids): the image's root is the user (rootless podman's namespace maps
+    // 0 to it), the user's own file has on-disk id `uid`, which the host sees as the
+    // subordinate id uid-1 of the range.
+    let upper = PathBuf::from(upper.trim());
+    let host = |p: &str| {
+        let st = fs::lstat(&upper.join(p)).unwrap_or_else(|e| panic!("{p} in {upper:?}: {e:?}"));
+        (st.st_uid, st.st_gid)
+    };
+    assert_eq!(host("etc/byroot"), (user.uid, user.uid));
+    let sub = user.subid_start + user.uid - 1;
+    assert_eq!(host("shared/mine"), (sub, sub));
+    user.ok("podman", &["rm", "k1"]);
+
+    // And a keep-id run of its own, as toolbox does it.
+    let out = user.ok("podman", &["run", "--rm", "--userns=keep-id", IMAGE, "sh", "-c", "busybox id -u; busybox stat -c %u:%g /etc/motd"]);
+    assert_eq!(lines(&out), [me.as_str(), "0:0"], "{out}");
 }

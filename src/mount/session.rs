@@ -25,6 +25,7 @@ pub(super) fn run(args: &MountArgs, mut plan: Plan) -> Result<(), MountError> {
     let cfg = Config {
         cache_entries: args.opts.cache_entries.unwrap_or(Config::default().cache_entries),
         fsync: !args.opts.no_fsync,
+        ids: mount_ids(&args.opts.ids),
     };
     let ufs = Arc::new(UnionFs::new(stack, cfg).map_err(MountError::Open)?);
     if args.foreground {
@@ -176,6 +177,17 @@ fn mount_fuse(
 
 /// The session's settings. The mount itself is ours (`mount_fuse`), so fuser's mount
 /// options are not used.
+/// The id mapping of the mount, with the kernel's overflow ids read once, now, when
+/// a mapping is given.
+fn mount_ids(opts: &crate::union::idmap::IdMapping) -> crate::union::idmap::IdMapping {
+    let mut ids = opts.clone();
+    if !ids.is_identity() {
+        ids.overflow = crate::union::idmap::Overflow::read();
+        log::debug!("id mapping: {ids:?}");
+    }
+    ids
+}
+
 fn fuse_config(args: &MountArgs) -> fuser::Config {
     let mut c = fuser::Config::default();
     // Root serves containers whose processes run as other users; unprivileged

@@ -1,7 +1,11 @@
 //! Attribute and xattr changes. Any change copies the object up first; reads of
 //! xattrs come from the topmost object. Overlay-private xattrs are invisible:
 //! reading one says ENODATA, listing skips them, setting or removing one is EPERM.
+//! With an id mapping, new owners and the ids in POSIX ACL xattrs are translated to
+//! on-disk ids before anything is copied up or written (`idmap`), and ACL ids are
+//! translated back when read.
 
+use super::idmap::is_acl_xattr;
 use super::{Attr, UnionFs};
 use crate::overlay::is_private_xattr;
 use std::os::unix::ffi::OsStrExt;
@@ -26,6 +30,11 @@ pub struct SetAttr {
 impl UnionFs {
     pub fn setattr(&self, ino: u64, a: &SetAttr) -> SysResult<Attr> {
         let node = self.node(ino)?;
+        // New owners in on-disk ids, checked before anything changes: an id no range
+        // covers cannot be stored (EINVAL, as chown(2) says for an id it cannot map).
+        let ids = &self.cfg.ids;
+        let uid = a.uid.map(|u| ids.uid_stored(u).ok_or(Errno::EINVAL)).transpose()?;
+        let gid = a.gid.map(|g| ids.gid_stored(g).ok_or(Errno::EINVAL)).transpose()?;
         self.copy_up_opts(&node, a.size != Some(0))?;
         let (_, fd) = node.top()?;
         if let Some(size) = a.size {
@@ -37,8 +46,8 @@ impl UnionFs {
                 None => fs::ftruncate(fs::reopen(fd.as_fd(), libc::O_WRONLY)?.as_fd(), size)?,
             }
         }
-        if a.uid.is_some() || a.gid.is_some() {
-            fs::chown_fd(fd.as_fd(), a.uid, a.gid)?;
+        if uid.is_some() || gid.is_some() {
+            fs::chown_fd(fd.as_fd(), uid, gid)?;
         }
         if let Some(mode) = a.mode
             && node.kind != libc::S_IFLNK {
@@ -55,7 +64,13 @@ impl UnionFs {
             return Err(Errno::ENODATA);
         }
         let (_, fd) = self.node(ino)?.top()?;
-        xattr::get(xattr::Target::Fd(fd.as_fd()), name)
+        let value = xattr::get(xattr::Target::Fd(fd.as_fd()), name)?;
+        if is_acl_xattr(name.as_bytes()) && !self.cfg.ids.writes_identity() {
+            // Ids in ACL entries are shown as stat shows owners; a value that is not
+            // an ACL cannot be translated (the layer holds a broken one).
+            return self.cfg.ids.acl_shown(&value).map_err(|_| Errno::EIO);
+        }
+        Ok(value)
     }
 
     /// Xattr names as the NUL-terminated list listxattr(2) returns.
@@ -75,6 +90,14 @@ impl UnionFs {
         if is_private_xattr(name.as_bytes()) {
             return Err(Errno::EPERM);
         }
+        let stored;
+        let value = if is_acl_xattr(name.as_bytes()) && !self.cfg.ids.writes_identity() {
+            // Checked before the copy-up: an entry no range covers cannot be stored.
+            stored = self.cfg.ids.acl_stored(value).map_err(|_| Errno::EINVAL)?;
+            &stored[..]
+        } else {
+            value
+        };
         let node = self.node(ino)?;
         self.copy_up(&node)?;
         let (_, fd) = node.top()?;

@@ -46,11 +46,13 @@ pub struct Config {
     pub cache_entries: usize,
     /// fsync copy-ups and honour fsync requests (false with `volatile`/`fsync=0`).
     pub fsync: bool,
+    /// On-disk ↔ presented ids (`uidmapping=`, `squash_to_*`); identity by default.
+    pub ids: idmap::IdMapping,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { cache_entries: 100_000, fsync: true }
+        Config { cache_entries: 100_000, fsync: true, ids: idmap::IdMapping::default() }
     }
 }
 
@@ -147,11 +149,13 @@ impl UnionFs {
         Ok(self.attr_from(node.ino, st, node.is_merged()))
     }
 
+    /// Every attribute the union returns is made here: owners as the mount presents them.
     fn attr_from(&self, ino: u64, mut st: Stat, merged_dir: bool) -> Attr {
         st.0.st_ino = ino;
         if merged_dir {
             st.0.st_nlink = 1;
         }
+        self.cfg.ids.present(&mut st);
         Attr { ino, st }
     }
 

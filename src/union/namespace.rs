@@ -85,14 +85,27 @@ impl UnionFs {
         }
     }
 
-    /// Owner for a new object: the caller, or the parent's group under setgid.
-    fn set_owner(&self, fd: BorrowedFd<'_>, ctx: &Ctx, pdir: BorrowedFd<'_>) -> SysResult<()> {
+    /// The on-disk ids of a new object's owner: the caller's, mapped back. `None` when
+    /// the daemon cannot give objects away (not root), so new objects stay its own.
+    /// A caller no id range covers cannot own anything here: EOVERFLOW, as the kernel
+    /// answers on an idmapped mount.
+    fn owner_on_disk(&self, ctx: &Ctx) -> SysResult<Option<(u32, u32)>> {
         if crate::sys::euid() != 0 {
-            return Ok(());
+            return Ok(None);
         }
+        let ids = &self.cfg.ids;
+        match (ids.uid_stored(ctx.uid), ids.gid_stored(ctx.gid)) {
+            (Some(uid), Some(gid)) => Ok(Some((uid, gid))),
+            _ => Err(Errno(libc::EOVERFLOW)),
+        }
+    }
+
+    /// Give a new object its owner (on-disk ids), or the parent's group under setgid.
+    fn set_owner(&self, fd: BorrowedFd<'_>, owner: Option<(u32, u32)>, pdir: BorrowedFd<'_>) -> SysResult<()> {
+        let Some((uid, gid)) = owner else { return Ok(()) };
         let pst = fs::fstat(pdir)?;
-        let gid = if pst.mode() & libc::S_ISGID != 0 { pst.gid() } else { ctx.gid };
-        fs::chown_fd(fd, Some(ctx.uid), Some(gid))
+        let gid = if pst.mode() & libc::S_ISGID != 0 { pst.gid() } else { gid };
+        fs::chown_fd(fd, Some(uid), Some(gid))
     }
 
     /// Create `name` in `parent`. Returns its entry (holding one lookup, for the
@@ -102,6 +115,8 @@ impl UnionFs {
         if let Resolved::Found(_) = resolve::resolve(&self.stack, &pnode.dirs(), &cname, name)? {
             return Err(Errno::EEXIST);
         }
+        let is_link = matches!(kind, NewKind::Link { .. });
+        let owner = if is_link { None } else { self.owner_on_disk(ctx)? };
         if let NewKind::Link { node } = &kind {
             if node.is_dir() {
                 return Err(Errno::EPERM);
@@ -113,7 +128,6 @@ impl UnionFs {
         let upper = self.require_upper()?;
         let work = upper.work.as_fd();
         let slot = self.slot_of(pdir.as_fd(), &cname, name)?;
-        let is_link = matches!(kind, NewKind::Link { .. });
         let opaque = matches!(kind, NewKind::Dir { .. }) && slot != Slot::Free;
         let open = match slot {
             Slot::CharWhiteout => {
@@ -122,9 +136,7 @@ impl UnionFs {
                 let open = self.make(&kind, work, &tmp)?;
                 let r = (|| {
                     let fd = Held::new(fs::open_at(work, &tmp, libc::O_PATH, 0)?);
-                    if !is_link {
-                        self.set_owner(fd.as_fd(), ctx, pdir.as_fd())?;
-                    }
+                    self.set_owner(fd.as_fd(), owner, pdir.as_fd())?;
                     if opaque {
                         self.set_opaque(&fd)?;
                     }
@@ -138,9 +150,7 @@ impl UnionFs {
                 let open = self.make(&kind, pdir.as_fd(), &cname)?;
                 let r = (|| {
                     let fd = Held::new(fs::open_at(pdir.as_fd(), &cname, libc::O_PATH, 0)?);
-                    if !is_link {
-                        self.set_owner(fd.as_fd(), ctx, pdir.as_fd())?;
-                    }
+                    self.set_owner(fd.as_fd(), owner, pdir.as_fd())?;
                     if opaque {
                         self.set_opaque(&fd)?;
                     }
