@@ -34,7 +34,13 @@ pub enum StackError {
     NoLayers,
     #[error("too many layers ({0}): at most 65534")]
     TooMany(usize),
+    /// A lower layer this process may not list (a store owned by other ids, such as a
+    /// rootless store's files owned by subordinate ids).
+    #[error("cannot read layer {}: {errno} (owned by uid {uid}, mode {mode:o}){}", path.display(), if *uid != sys::euid() { UNREADABLE_HINT } else { "" })]
+    Unreadable { path: PathBuf, errno: Errno, uid: u32, mode: u32 },
 }
+
+const UNREADABLE_HINT: &str = ": mount it as its owner, or inside `podman unshare` for a rootless podman store";
 
 /// What the caller asks for.
 #[derive(Debug, Clone, Default)]
@@ -113,6 +119,12 @@ impl LayerStack {
         }
         for (i, l) in spec.lowers.iter().enumerate() {
             let (root, dev) = open_dir(l, "lowerdir")?;
+            // A layer this process may not search is said now, naming it, rather than
+            // as EACCES from the first lookup. (Resolving "." checks search permission.)
+            if let Err(errno) = fs::open_at(root.as_fd(), c".", libc::O_PATH | libc::O_DIRECTORY, 0) {
+                let st = fs::fstat(root.as_fd()).map_err(|errno| StackError::Dir { op: "stat", what: "lowerdir", path: l.clone(), errno })?;
+                return Err(StackError::Unreadable { path: l.clone(), errno, uid: st.uid(), mode: st.mode() & 0o7777 });
+            }
             let format = spec.lower_formats.get(i).copied().unwrap_or_default();
             layers.push(Layer { root, path: l.clone(), dev, format });
         }

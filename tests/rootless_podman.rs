@@ -195,6 +195,11 @@ impl RootlessUser {
         chown_tree(&oci, self.uid);
         self.ok("skopeo", &["copy", "--quiet", &format!("oci:{}:app", oci.display()), &format!("containers-storage:{IMAGE}")]);
     }
+
+    /// The user's rootless containers-storage.
+    fn store(&self) -> PathBuf {
+        self.home.join(".local/share/containers/storage")
+    }
 }
 
 fn chown_tree(p: &Path, uid: u32) {
@@ -327,4 +332,86 @@ fn rootless_podman_runs_containers_through_the_mount_program() {
     // And a keep-id run of its own, as toolbox does it.
     let out = user.ok("podman", &["run", "--rm", "--userns=keep-id", IMAGE, "sh", "-c", "busybox id -u; busybox stat -c %u:%g /etc/motd"]);
     assert_eq!(lines(&out), [me.as_str(), "0:0"], "{out}");
+}
+
+/// Read the store's images.json (as root) for the top layer id of `name`.
+fn top_layer(user: &RootlessUser, name: &str) -> String {
+    let text = std::fs::read_to_string(user.store().join("overlay-images/images.json")).unwrap();
+    let images: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let img = images.as_array().unwrap().iter().find(|i| i["names"].as_array().is_some_and(|n| n.iter().any(|v| v == name)));
+    img.unwrap_or_else(|| panic!("{name} not in images.json")).get("layer").and_then(|l| l.as_str()).unwrap().to_string()
+}
+
+/// `unionmount IMAGE` run by the user on its rootless store, whose files belong to the
+/// user and to its subordinate ids: it mounts (without passthrough, which needs
+/// CAP_SYS_ADMIN), shows the ids as they are on disk, and when a layer cannot be read
+/// it says which and why in one line.
+#[test]
+fn unionmount_image_on_the_users_rootless_store() {
+    if should_skip("rootless_store_image") {
+        return;
+    }
+    let user = RootlessUser::new();
+    user.pull_fixture();
+    // An image with files owned by other ids than root's, as `podman commit` stores them.
+    let make = "mkdir -m 700 /secret; echo s > /secret/f; busybox chown -R 1:1 /secret; echo pub > /pub; busybox chown 5:6 /pub";
+    user.ok("podman", &["run", "--name", "mk", IMAGE, "sh", "-c", make]);
+    user.ok("podman", &["commit", "--quiet", "mk", "localhost/tiny:owned"]);
+    user.ok("podman", &["rm", "mk"]);
+
+    let um = user.mount_program.to_str().unwrap().to_string();
+    let out = user.ok(&um, &["images"]);
+    assert!(out.contains("localhost/tiny") && out.contains("owned"), "{out}");
+
+    let mnt = user.scratch.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    chown_tree(&mnt, user.uid);
+    let m = mnt.to_str().unwrap();
+    let tmp = user.scratch.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    chown_tree(&tmp, user.uid);
+    let mount = |image: &str| {
+        let mut c = user.command(&um);
+        c.env("UNIONMOUNT_TMPDIR", &tmp).args([image, m]);
+        run_bounded(&mut c, LIMIT)
+    };
+    let (code, _, err) = mount("localhost/tiny:owned");
+    assert_eq!(code, Some(0), "unionmount as the user: {err}");
+    let sub = user.subid_start;
+    let script = "cat MNT/etc/motd; stat -c %u:%g MNT/etc/motd MNT/pub MNT/secret; cat MNT/pub; \
+                  ls MNT/secret 2>/dev/null || echo secret-denied; echo new > MNT/etc/new && stat -c %u:%g MNT/etc/new";
+    let out = user.ok("sh", &["-c", &script.replace("MNT", m)]);
+    let me = format!("{0}:{0}", user.uid);
+    assert_eq!(
+        lines(&out),
+        ["back", me.as_str(), &format!("{}:{}", sub + 4, sub + 5), &format!("{sub}:{sub}"), "pub", "secret-denied", me.as_str()],
+        "{out}"
+    );
+    user.ok("fusermount3", &["-u", m]);
+
+    // The top layer made unsearchable for the user: one line naming it and the reason.
+    let top = top_layer(&user, "localhost/tiny:owned");
+    let diff = user.store().join("overlay").join(&top).join("diff");
+    fs::lchown(&diff, sub + 1, sub + 1).unwrap();
+    fs::chmod(&diff, 0o700).unwrap();
+    let (code, out, err) = mount("localhost/tiny:owned");
+    assert!(code.is_some_and(|c| c != 0), "mounted an unreadable layer: {out}{err}");
+    let l = lines(&err);
+    eprintln!("unreadable layer: {err}");
+    assert_eq!(l.len(), 1, "{err}");
+    assert!(l[0].contains(&top) && l[0].contains("Permission denied") && l[0].contains(&format!("uid {}", sub + 1)), "{}", l[0]);
+    // The layer's own directory unsearchable: the store says so, not "missing".
+    fs::lchown(&diff, user.uid, user.uid).unwrap();
+    fs::chmod(&diff, 0o755).unwrap();
+    let layer_dir = diff.parent().unwrap();
+    let st = fs::lstat(layer_dir).unwrap();
+    fs::lchown(layer_dir, sub + 1, sub + 1).unwrap();
+    fs::chmod(layer_dir, 0o700).unwrap();
+    let (code, _, err) = mount("localhost/tiny:owned");
+    assert!(code.is_some_and(|c| c != 0));
+    let l = lines(&err);
+    eprintln!("unreadable layer directory: {err}");
+    assert!(l.len() == 1 && l[0].contains(&top) && l[0].contains("Permission denied") && !l[0].contains("missing"), "{err}");
+    fs::lchown(layer_dir, st.st_uid, st.st_gid).unwrap();
+    fs::chmod(layer_dir, st.st_mode & 0o7777).unwrap();
 }
