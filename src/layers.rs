@@ -34,8 +34,8 @@ pub enum StackError {
     NoLayers,
     #[error("too many layers ({0}): at most 65534")]
     TooMany(usize),
-    /// A lower layer this process may not list (a store owned by other ids, such as a
-    /// rootless store's files owned by subordinate ids).
+    /// A lower layer this process may not search (a store owned by other ids, such as
+    /// a rootless store's files owned by subordinate ids).
     #[error("cannot read layer {}: {errno} (owned by uid {uid}, mode {mode:o}){}", path.display(), if *uid != sys::euid() { UNREADABLE_HINT } else { "" })]
     Unreadable { path: PathBuf, errno: Errno, uid: u32, mode: u32 },
 }

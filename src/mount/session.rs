@@ -175,8 +175,6 @@ fn mount_fuse(
     })
 }
 
-/// The session's settings. The mount itself is ours (`mount_fuse`), so fuser's mount
-/// options are not used.
 /// The id mapping of the mount, with the kernel's overflow ids read once, now, when
 /// a mapping is given.
 fn mount_ids(opts: &crate::union::idmap::IdMapping) -> crate::union::idmap::IdMapping {
@@ -188,6 +186,8 @@ fn mount_ids(opts: &crate::union::idmap::IdMapping) -> crate::union::idmap::IdMa
     ids
 }
 
+/// The session's settings. The mount itself is ours (`mount_fuse`), so fuser's mount
+/// options are not used.
 fn fuse_config(args: &MountArgs) -> fuser::Config {
     let mut c = fuser::Config::default();
     // Root serves containers whose processes run as other users; unprivileged
