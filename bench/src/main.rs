@@ -228,7 +228,17 @@ fn run(args: Args) -> Result<(), String> {
             if let Some(b) = &bin
                 && !b.exists()
             {
-                return Err(format!("{} not found", b.display()));
+                let fix = match role {
+                    Role::FuseOverlayfs1 => {
+                        "apt-get install fuse-overlayfs, or pass --fuse-overlayfs PATH"
+                    }
+                    Role::Unionmount => "cargo build --release, or pass --unionmount PATH",
+                    _ => "pass its path",
+                };
+                return Err(format!(
+                    "{} not found ({fix}; or --skip-unavailable to run without it)",
+                    b.display()
+                ));
             }
             let t = Target::new(name, bin, &extra).ok_or("unknown target")?;
             let spec = MountSpec {

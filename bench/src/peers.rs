@@ -65,8 +65,13 @@ pub fn fuse_overlayfs_2(tools: &Path) -> Result<PathBuf, String> {
             .unwrap_or("")
             .trim()
             .to_string();
+        let last = if last.is_empty() {
+            String::new()
+        } else {
+            format!(": {last}")
+        };
         return Err(format!(
-            "{what} failed ({status}: {last}; log {}); {advice}",
+            "{what} failed ({status}{last}; log {}); {advice}",
             log_path.display()
         ));
     }
