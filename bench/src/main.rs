@@ -467,6 +467,11 @@ impl Sample<'_> {
             }
         }
         let _ = fs::remove_dir(&self.run_dir);
+        // Write back what this sample and its clean-up left (created files, whiteouts,
+        // deleted uppers) now, untimed, rather than during the next sample.
+        if let Err(e) = sys::syncfs(self.set_dir) {
+            eprintln!("warning: syncfs: {e}");
+        }
         r
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! Everything `unsafe` in the bench crate lives here: whiteout device nodes, the opaque
 //! xattr, the kernel overlay mount, unmount, dropping the page cache (all of it, or one
-//! file's), `uname`, `statfs`, `flock`.
+//! file's), `syncfs`, `uname`, `statfs`, `flock`, `geteuid`, `kill`.
 
 use std::ffi::CString;
 use std::io;
@@ -136,4 +136,13 @@ pub fn is_root() -> bool {
 pub fn kill(pid: u32) -> io::Result<()> {
     // SAFETY: kill has no memory-safety preconditions.
     check(unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) })
+}
+
+/// syncfs(2) on the filesystem holding `path`: write back its dirty data and commit its
+/// journal, so that what one sample left behind does not slow the next one down.
+pub fn syncfs(path: &Path) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(path)?;
+    // SAFETY: the fd is valid for the lifetime of `f`.
+    check(unsafe { libc::syncfs(f.as_raw_fd()) })
 }
