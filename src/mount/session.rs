@@ -59,8 +59,9 @@ fn serve(args: &MountArgs, plan: &Plan, ufs: Arc<UnionFs>, whiteout: &str, mut r
     process::block_term_signals();
 
     let ttl = Duration::from_secs_f64(args.opts.timeout.unwrap_or(60.0));
-    let passthrough = args.opts.passthrough.unwrap_or(Passthrough::Upper);
+    let passthrough = args.opts.passthrough.unwrap_or(Passthrough::All);
     let fuse = FuseFs::new(ufs, ttl, passthrough);
+    let invalidator = fuse.invalidator();
     let config = fuse_config(args);
     let privileged = crate::sys::euid() == 0;
     let session = match mount_fuse(fuse, args, plan, &config, privileged) {
@@ -72,6 +73,9 @@ fn serve(args: &MountArgs, plan: &Plan, ufs: Arc<UnionFs>, whiteout: &str, mut r
             return Err(e);
         }
     };
+    if let Err(e) = invalidator.attach(session.notifier()) {
+        log::warn!("no thread for kernel cache invalidations: {e}");
+    }
     let record = make_record(plan, whiteout);
     if let Err(e) = record.write() {
         log::warn!("could not write the mount record: {e}");

@@ -2,8 +2,10 @@
 //!
 //! A file handle owns a real fd on the topmost object at open time: opening for
 //! write (or with O_TRUNC) copies up first, so writes only ever reach the upper
-//! layer. A read-only handle opened on a lower file moves to the upper copy once
-//! the file is copied up (as overlayfs does), so every reader sees the new data.
+//! layer. A read-only handle opened on a lower file and served by this daemon moves
+//! to the upper copy once the file is copied up (as overlayfs does), so every reader
+//! sees the new data; one the kernel passes through keeps the lower file, and the
+//! name moves to a new node (`supersede`, driven by `fuse::io`).
 //! A handle keeps working after its name is unlinked or renamed. Directories need
 //! no handles (see `listing`). The handle map is locked only to insert, find or
 //! remove a handle.
@@ -80,6 +82,29 @@ impl UnionFs {
         }
         let (layer, file) = node.open_real(flags)?;
         Ok(self.handles.insert(Handle::new(ino, file, flags, layer)))
+    }
+
+    /// Give the name of file `ino` (copied up) a new node for the same upper object,
+    /// while `ino` lives on, detached with its object pinned, for what the kernel
+    /// opened through it before: `fuse`'s passthrough bookkeeping needs this when the
+    /// kernel's inode still passes through to the lower file (see `fuse::io`). The
+    /// copy-up alias that lent the upper object `ino`'s number is dropped, so the next
+    /// lookup of the name numbers the object by its own st_ino. Returns the name the
+    /// kernel must forget; None when the node had no name any more.
+    pub fn supersede(&self, ino: u64) -> SysResult<Option<(u64, std::ffi::OsString)>> {
+        let node = self.node(ino)?;
+        if node.is_dir() || !self.stack.is_upper(node.layer()) {
+            return Err(Errno::EINVAL);
+        }
+        let (parent, name) = node.location();
+        if parent == 0 {
+            return Ok(None);
+        }
+        let (_, pin) = node.top()?;
+        self.nodes.drop_origin(fs::fstat(pin.as_fd())?.ino());
+        self.nodes.detach(&node, Some(pin));
+        self.invalidate(parent, &name);
+        Ok(Some((parent, name)))
     }
 
     /// Register a file `create` just opened.

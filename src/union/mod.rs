@@ -1,7 +1,7 @@
 //! The union file system: overlayfs semantics over a `LayerStack`, no FUSE types.
 //!
 //! Every operation takes inode numbers and names and returns `Result<_, Errno>`, so
-//! the logic can be driven without a mount. `fuse.rs` adapts it to fuser.
+//! the logic can be driven without a mount. `fuse` adapts it to fuser.
 //!
 //! Lookup walks the merged parent's directories top-down and stops at the first
 //! entry, whiteout (char 0/0 or `.wh.NAME`) or opaque directory. The rules (which
@@ -198,7 +198,10 @@ impl UnionFs {
         match self.cache.get(parent, name) {
             Some(None) => return Err(Errno::ENOENT),
             Some(Some(ino)) => {
-                if let Some(n) = self.nodes.get_and_ref(ino) {
+                // A node detached meanwhile (removed, superseded) is walked past.
+                if let Some(n) = self.nodes.get_and_ref(ino)
+                    && !n.is_unlinked()
+                {
                     return Ok((n, None));
                 }
             }

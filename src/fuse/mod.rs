@@ -1,137 +1,44 @@
 //! The fuser adapter: decode a request, call `UnionFs`, reply exactly once.
 //!
 //! No file-system logic lives here. What does: attribute conversion, TTLs, and
-//! FUSE passthrough bookkeeping: per inode, either cached opens or passthrough
-//! opens sharing one backing file, never both, as the kernel requires.
+//! (in `io`) FUSE passthrough bookkeeping: per inode, either cached opens or
+//! passthrough opens sharing one backing file, never both, as the kernel requires.
+
+mod io;
+
+pub use io::{Invalidator, Passthrough};
 
 use crate::sys::fs::SetTime;
 use crate::union::attr::SetAttr;
 use crate::union::namespace::NewKind;
 use crate::union::{Attr, Ctx, UnionFs};
 use fuser::{
-    AccessFlags, BackingId, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
+    AccessFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
     Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
     ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
     Request, TimeOrNow, WriteFlags,
 };
-use parking_lot::Mutex;
-use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::os::fd::AsFd;
 use std::path::Path;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-/// Which opened files go to the kernel as passthrough.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Passthrough {
-    Off,
-    /// Upper-layer files only: lower files use the page cache, so a copy-up is
-    /// seen by every open handle and never refused. The default.
-    Upper,
-    /// Upper-layer files, and lower files of at least `AUTO_LOWER_MIN` bytes
-    /// (faster cold reads; a write open of such a file while a read-only handle
-    /// of its lower version is open gets ETXTBSY).
-    Auto,
-    All,
-}
-
-/// Smallest lower file `Passthrough::Auto` passes through. Smaller ones use the
-/// page cache, so a later write open of their copy-up can never be refused.
-pub const AUTO_LOWER_MIN: u64 = 1 << 20;
-
-/// How the kernel may do I/O on one inode right now: it refuses to mix cached
-/// opens with passthrough ones, or two backing files for one inode.
-#[derive(Default)]
-struct IoState {
-    cached: u32,
-    backing: Option<(u16, Weak<BackingId>)>,
-}
-
-/// What an open handle holds.
-enum HandleIo {
-    Cached,
-    Passthrough(Arc<BackingId>),
-}
 
 pub struct FuseFs {
     fs: Arc<UnionFs>,
     ttl: Duration,
-    passthrough: Passthrough,
     /// The kernel agreed to FUSE_NO_OPENDIR_SUPPORT.
     no_opendir: bool,
-    io: Mutex<HashMap<u64, IoState>>,
-    held: Mutex<HashMap<u64, (u64, HandleIo)>>,
+    io: io::Io,
 }
 
 impl FuseFs {
     pub fn new(fs: Arc<UnionFs>, ttl: Duration, passthrough: Passthrough) -> FuseFs {
-        FuseFs { fs, ttl, passthrough, no_opendir: false, io: Mutex::default(), held: Mutex::default() }
+        FuseFs { fs, ttl, no_opendir: false, io: io::Io::new(passthrough) }
     }
 
-    /// Decide how handle `fh` of inode `ino` does I/O and record it. `Err` when
-    /// the kernel would refuse the open: the inode passes through to another file
-    /// (a lower file still open while this open needs its upper copy).
-    fn choose_io(
-        &self,
-        ino: u64,
-        fh: u64,
-        h: &crate::union::file::Handle,
-        open: impl Fn(std::os::fd::BorrowedFd<'_>) -> std::io::Result<BackingId>,
-    ) -> Result<Option<Arc<BackingId>>, Errno> {
-        let upper = self.fs.stack.is_upper(h.layer);
-        let wanted = match self.passthrough {
-            Passthrough::Off => false,
-            Passthrough::Upper => upper,
-            Passthrough::Auto => upper || crate::sys::fs::fstat(h.fd().as_fd()).is_ok_and(|st| st.size() >= AUTO_LOWER_MIN),
-            Passthrough::All => true,
-        };
-        let mut io = self.io.lock();
-        let st = io.entry(ino).or_default();
-        let live = st.backing.as_ref().and_then(|(l, w)| w.upgrade().map(|b| (*l, b)));
-        let chosen = match live {
-            Some((layer, b)) if layer == h.layer => HandleIo::Passthrough(b),
-            Some(_) => return Err(Errno::ETXTBSY),
-            None if wanted && st.cached == 0 => match open(h.fd().as_fd()) {
-                Ok(b) => {
-                    let b = Arc::new(b);
-                    st.backing = Some((h.layer, Arc::downgrade(&b)));
-                    HandleIo::Passthrough(b)
-                }
-                Err(e) => {
-                    log::debug!("passthrough unavailable for inode {ino}: {e}");
-                    st.cached += 1;
-                    HandleIo::Cached
-                }
-            },
-            None => {
-                st.cached += 1;
-                HandleIo::Cached
-            }
-        };
-        let backing = match &chosen {
-            HandleIo::Passthrough(b) => Some(b.clone()),
-            HandleIo::Cached => None,
-        };
-        self.held.lock().insert(fh, (ino, chosen));
-        Ok(backing)
-    }
-
-    fn release_io(&self, fh: u64) {
-        let Some((ino, how)) = self.held.lock().remove(&fh) else { return };
-        let mut io = self.io.lock();
-        if let Some(st) = io.get_mut(&ino) {
-            match how {
-                HandleIo::Cached => st.cached = st.cached.saturating_sub(1),
-                HandleIo::Passthrough(b) => drop(b),
-            }
-            if st.backing.as_ref().is_some_and(|(_, w)| w.strong_count() == 0) {
-                st.backing = None;
-            }
-            if st.cached == 0 && st.backing.is_none() {
-                io.remove(&ino);
-            }
-        }
+    /// What the mount code attaches the session's notifier to.
+    pub fn invalidator(&self) -> Invalidator {
+        self.io.invalidator()
     }
 }
 
@@ -253,13 +160,13 @@ impl Filesystem for FuseFs {
         if let Err(max) = config.set_max_readahead(1 << 20) {
             let _ = config.set_max_readahead(max);
         }
-        if self.passthrough != Passthrough::Off {
+        if self.io.mode() != Passthrough::Off {
             let ok = config.capabilities().contains(InitFlags::FUSE_PASSTHROUGH)
                 && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
                 && config.set_max_stack_depth(1).is_ok();
             if !ok {
                 log::info!("kernel offers no FUSE passthrough: file I/O goes through the daemon");
-                self.passthrough = Passthrough::Off;
+                self.io.disable_passthrough();
             }
         }
         Ok(())
@@ -372,12 +279,19 @@ impl Filesystem for FuseFs {
             Ok(x) => x,
             Err(e) => return reply.error(err(e)),
         };
-        match self.choose_io(ino.0, fh, &h, |fd| reply.open_backing(fd)) {
-            Ok(Some(b)) => reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &b),
-            Ok(None) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
+        match self.io.choose(&self.fs, ino.0, fh, &h, |fd| reply.open_backing(fd)) {
+            Ok(io::Chosen::Passthrough(b)) => reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &b),
+            Ok(io::Chosen::Cached) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
+            Ok(io::Chosen::Stale { supersede }) => {
+                self.fs.release(fh);
+                if supersede {
+                    self.io.supersede(&self.fs, ino.0);
+                }
+                reply.error(Errno::ESTALE);
+            }
             Err(e) => {
                 self.fs.release(fh);
-                reply.error(e);
+                reply.error(err(e));
             }
         }
     }
@@ -434,7 +348,7 @@ impl Filesystem for FuseFs {
         reply: ReplyEmpty,
     ) {
         self.fs.release(fh.0);
-        self.release_io(fh.0);
+        self.io.release(fh.0);
         reply.ok();
     }
 
@@ -587,19 +501,24 @@ impl Filesystem for FuseFs {
         };
         let attr = entry.attr;
         let (fh, h) = self.fs.adopt(attr.ino, file, flags);
-        match self.choose_io(attr.ino, fh, &h, |fd| reply.open_backing(fd)) {
-            Ok(Some(b)) => {
+        match self.io.choose(&self.fs, attr.ino, fh, &h, |fd| reply.open_backing(fd)) {
+            Ok(io::Chosen::Passthrough(b)) => {
                 reply.created_passthrough(&self.ttl, &to_attr(&attr), Generation(0), FileHandle(fh), FopenFlags::empty(), &b);
                 entry.into_kernel();
             }
-            Ok(None) => {
+            Ok(io::Chosen::Cached) => {
                 reply.created(&self.ttl, &to_attr(&attr), Generation(0), FileHandle(fh), FopenFlags::empty());
                 entry.into_kernel();
             }
-            // The kernel gets no entry: dropping `entry` gives its lookup back.
+            // A new file has no other backing file. The kernel gets no entry:
+            // dropping `entry` gives its lookup back.
+            Ok(io::Chosen::Stale { .. }) => {
+                self.fs.release(fh);
+                reply.error(Errno::EIO);
+            }
             Err(e) => {
                 self.fs.release(fh);
-                reply.error(e);
+                reply.error(err(e));
             }
         }
     }
