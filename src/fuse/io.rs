@@ -29,6 +29,10 @@
 //!   while cached opens exist, or cached opens while passthrough ones exist.
 //! - The state of an inode is settled under one lock, with the backing file registered
 //!   before the lock is released, so concurrent opens of one inode agree.
+//! - An inode's backing file is recorded exactly while passthrough handles of it are
+//!   open (the kernel drops it from the inode at the last close), so a write open after
+//!   every old handle closed meets no conflict. Backing files of lower files stay
+//!   registered, unused, in a bounded LRU for the next open of the same file.
 
 use crate::union::UnionFs;
 use crate::union::file::Handle;
@@ -37,7 +41,7 @@ use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::sync::{Arc, OnceLock, Weak, mpsc};
+use std::sync::{Arc, OnceLock, mpsc};
 
 /// Which opened files go to the kernel as passthrough.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,25 +60,33 @@ pub enum Passthrough {
 /// Smallest lower file `Passthrough::Auto` passes through.
 pub const AUTO_LOWER_MIN: u64 = 1 << 20;
 
-/// The backing file an inode passes through to: its identity and the id the kernel
-/// knows it by (alive while an open handle holds it).
+/// The backing file an inode passes through to while `opens` handles use it.
 struct Backing {
+    /// (st_dev, st_ino) of the file.
     file: (u64, u64),
     lower: bool,
-    id: Weak<BackingId>,
+    opens: u32,
+    id: Arc<BackingId>,
 }
 
 #[derive(Default)]
 struct IoState {
     cached: u32,
+    /// Present exactly while passthrough handles are open.
     backing: Option<Backing>,
 }
 
 /// What an open handle holds.
 enum HandleIo {
     Cached,
-    Passthrough(Arc<BackingId>),
+    Passthrough,
 }
+
+/// Lower files whose backing files stay registered with the kernel after their last
+/// close, so that opening them again costs no FUSE_DEV_IOC_BACKING_OPEN/CLOSE pair.
+/// Only lower files (which are never deleted): an idle backing file keeps its file
+/// open in the kernel, which for a deleted upper file would keep its space in use.
+const IDLE_BACKING_FILES: usize = 16384;
 
 /// How an open is to be answered.
 pub enum Chosen {
@@ -92,12 +104,20 @@ pub struct Io {
     mode: Passthrough,
     inodes: Mutex<HashMap<u64, IoState>>,
     handles: Mutex<HashMap<u64, (u64, HandleIo)>>,
+    /// Registered backing files of lower files no handle uses (a leaf lock).
+    idle: Mutex<lru::LruCache<(u64, u64), Arc<BackingId>>>,
     inval: Invalidator,
 }
 
 impl Io {
     pub fn new(mode: Passthrough) -> Io {
-        Io { mode, inodes: Mutex::default(), handles: Mutex::default(), inval: Invalidator::default() }
+        Io {
+            mode,
+            inodes: Mutex::default(),
+            handles: Mutex::default(),
+            idle: Mutex::new(lru::LruCache::new(std::num::NonZeroUsize::new(IDLE_BACKING_FILES).expect("nonzero"))),
+            inval: Invalidator::default(),
+        }
     }
 
     pub fn mode(&self) -> Passthrough {
@@ -139,51 +159,68 @@ impl Io {
         };
         let mut inodes = self.inodes.lock();
         let st = inodes.entry(ino).or_default();
-        let live = st.backing.as_ref().and_then(|b| b.id.upgrade().map(|id| (b.file, b.lower, id)));
-        let chosen = match live {
-            Some((f, _, id)) if f == file => HandleIo::Passthrough(id),
-            Some((_, live_lower, _)) => return Ok(Chosen::Stale { supersede: live_lower && !lower }),
-            None if wanted && st.cached == 0 => match open(h.fd().as_fd()) {
-                Ok(id) => {
-                    let id = Arc::new(id);
-                    st.backing = Some(Backing { file, lower, id: Arc::downgrade(&id) });
-                    HandleIo::Passthrough(id)
+        let chosen = match &mut st.backing {
+            Some(b) if b.file == file => {
+                b.opens += 1;
+                Chosen::Passthrough(b.id.clone())
+            }
+            Some(b) => return Ok(Chosen::Stale { supersede: b.lower && !lower }),
+            None if wanted && st.cached == 0 => {
+                let idle = if lower { self.idle.lock().pop(&file) } else { None };
+                match idle.map(Ok).unwrap_or_else(|| open(h.fd().as_fd()).map(Arc::new)) {
+                    Ok(id) => {
+                        st.backing = Some(Backing { file, lower, opens: 1, id: id.clone() });
+                        Chosen::Passthrough(id)
+                    }
+                    Err(e) => {
+                        log::debug!("passthrough unavailable for inode {ino}: {e}");
+                        st.cached += 1;
+                        Chosen::Cached
+                    }
                 }
-                Err(e) => {
-                    log::debug!("passthrough unavailable for inode {ino}: {e}");
-                    st.cached += 1;
-                    HandleIo::Cached
-                }
-            },
+            }
             None => {
                 st.cached += 1;
-                HandleIo::Cached
+                Chosen::Cached
             }
         };
         drop(inodes);
-        let answer = match &chosen {
-            HandleIo::Passthrough(b) => Chosen::Passthrough(b.clone()),
-            HandleIo::Cached => Chosen::Cached,
+        let how = match chosen {
+            Chosen::Passthrough(_) => HandleIo::Passthrough,
+            _ => HandleIo::Cached,
         };
-        self.handles.lock().insert(fh, (ino, chosen));
-        Ok(answer)
+        self.handles.lock().insert(fh, (ino, how));
+        Ok(chosen)
     }
 
     /// Handle `fh` was released.
     pub fn release(&self, fh: u64) {
         let Some((ino, how)) = self.handles.lock().remove(&fh) else { return };
-        let mut inodes = self.inodes.lock();
-        if let Some(st) = inodes.get_mut(&ino) {
+        let mut unused = None;
+        {
+            let mut inodes = self.inodes.lock();
+            let Some(st) = inodes.get_mut(&ino) else { return };
             match how {
                 HandleIo::Cached => st.cached = st.cached.saturating_sub(1),
-                HandleIo::Passthrough(b) => drop(b),
-            }
-            if st.backing.as_ref().is_some_and(|b| b.id.strong_count() == 0) {
-                st.backing = None;
+                HandleIo::Passthrough => {
+                    if let Some(b) = &mut st.backing {
+                        b.opens -= 1;
+                        if b.opens == 0 {
+                            unused = st.backing.take();
+                        }
+                    }
+                }
             }
             if st.cached == 0 && st.backing.is_none() {
                 inodes.remove(&ino);
             }
+        }
+        // Outside the lock: dropping a backing id unregisters it (an ioctl).
+        if let Some(b) = unused
+            && b.lower
+        {
+            let evicted = self.idle.lock().push(b.file, b.id);
+            drop(evicted);
         }
     }
 
