@@ -5,7 +5,7 @@
 set -euo pipefail
 BIN=${BIN:-$(dirname "$0")/../target/release/unionmount}
 W=$(mktemp -d /tmp/unionmount-demo.XXXXXX)
-trap 'umount "$W/mnt" 2>/dev/null || true' EXIT
+trap 'umount "$W/mnt" 2>/dev/null || true; rm -rf "$W"' EXIT
 
 mkdir -p "$W"/base/etc "$W"/base/usr/share/doc/demo "$W"/app/etc "$W"/app/opt/app "$W"/mnt
 echo "hello from the base layer" > "$W"/base/etc/motd
@@ -14,8 +14,8 @@ echo "hello from the app layer" > "$W"/app/etc/motd
 printf '#!/bin/sh\necho app running\n' > "$W"/app/opt/app/run && chmod 755 "$W"/app/opt/app/run
 
 echo "== build demo:base and demo:app into $W/oci"
-"$BIN" commit "$W"/base --output "$W"/base.tar --image demo:base --oci "$W"/oci
-"$BIN" commit "$W"/app --lower "$W"/base --output "$W"/app.tar --image demo:app --oci "$W"/oci
+"$BIN" commit --upper "$W"/base --output "$W"/base.tar --image demo:base --oci "$W"/oci
+"$BIN" commit --upper "$W"/app --lower "$W"/base --output "$W"/app.tar --image demo:app --oci "$W"/oci
 
 echo "== images in the layout"
 "$BIN" images --store "$W"/oci
@@ -30,6 +30,7 @@ echo "changed in the writable layer" >> "$W"/mnt/etc/motd
 rm "$W"/mnt/usr/share/doc/demo/README
 "$BIN" diff "$W"/mnt
 "$BIN" which "$W"/mnt/opt/app/run
-umount "$W"/mnt
+"$BIN" ps
+"$BIN" umount "$W"/mnt
 echo "== unmounted; the store was not modified:"
 "$BIN" images --store "$W"/oci

@@ -38,13 +38,13 @@ fn diff_commit_and_oci_round_trip_against_kernel_overlay() {
 
     // diff, text and JSON.
     let lowers = ["--lower".as_ref(), top.as_os_str(), "--lower".as_ref(), bot.as_os_str()];
-    let out = run(Command::new(bin()).arg("diff").arg(&upper).args(lowers));
+    let out = run(Command::new(bin()).arg("diff").arg("--upper").arg(&upper).args(lowers));
     assert_eq!(show(&out.stdout), show(&expected_diff(true)));
     let mut opt = std::ffi::OsString::from("lowerdir=");
     opt.push(top.as_os_str());
     opt.push(":");
     opt.push(bot.as_os_str());
-    let out = run(Command::new(bin()).arg("diff").arg(&upper).arg("-o").arg(&opt).arg("--json"));
+    let out = run(Command::new(bin()).arg("diff").arg("--upper").arg(&upper).arg("-o").arg(&opt).arg("--json"));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v.as_array().unwrap().len(), expected_diff(true).split(|&b| b == b'\n').count() - 1);
     assert_eq!(v[0]["path_bytes"].as_array().unwrap().len(), b"/bad\xffname".len());
@@ -57,7 +57,7 @@ fn diff_commit_and_oci_round_trip_against_kernel_overlay() {
 
     // commit: the printed diff_id is the sha256 of the file.
     let layer = r.join("layer.tar");
-    let out = run(Command::new(bin()).arg("commit").arg(&upper).arg("--output").arg(&layer));
+    let out = run(Command::new(bin()).arg("commit").arg("--upper").arg(&upper).arg("--output").arg(&layer));
     let text = show(&out.stdout);
     assert_eq!(field(&text, "diff_id"), sha256_file(&layer));
     assert_eq!(field(&text, "size"), std::fs::metadata(&layer).unwrap().len().to_string());
@@ -79,6 +79,7 @@ fn diff_commit_and_oci_round_trip_against_kernel_overlay() {
     std::fs::write(&base_config, cfg).unwrap();
     let out = run(Command::new(bin())
         .arg("commit")
+        .arg("--upper")
         .arg(&upper)
         .args(lowers)
         .args(["--gzip", "--image", "test:v1", "--oci"])

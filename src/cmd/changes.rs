@@ -8,6 +8,8 @@
 use super::options::{split_lowerdir, split_options};
 use super::{Error, Usage, emit, emit_with, parse};
 use crate::inspect::target::Target;
+use crate::record::LayerRecord;
+use crate::store::StoreQuery;
 use crate::inspect::{InspectError, commit, diff, oci};
 use clap::Parser;
 use std::ffi::OsString;
@@ -17,14 +19,27 @@ use std::path::PathBuf;
 /// Where the changes are and what they are changes to.
 #[derive(clap::Args, Debug)]
 struct TargetArgs {
-    /// A unionmount mountpoint, or an upper directory
-    target: PathBuf,
-    /// A lower layer directory, top first; repeat for more (upper-dir TARGET only)
-    #[arg(long = "lower", value_name = "DIR")]
+    /// The mountpoint of a live unionmount
+    #[arg(required_unless_present = "upper", conflicts_with = "upper")]
+    target: Option<PathBuf>,
+    /// An upper directory instead of a mountpoint (its layers: --lower, -o lowerdir= or --base)
+    #[arg(long, value_name = "DIR")]
+    upper: Option<PathBuf>,
+    /// A lower layer directory of --upper, top first; repeat for more
+    #[arg(long = "lower", value_name = "DIR", requires = "upper")]
     lower: Vec<PathBuf>,
-    /// fuse-overlayfs style options; `lowerdir=TOP:…:BOTTOM` is used (upper-dir TARGET only)
-    #[arg(short = 'o', value_name = "OPTIONS")]
+    /// fuse-overlayfs style options for --upper; `lowerdir=TOP:…:BOTTOM` is used
+    #[arg(short = 'o', value_name = "OPTIONS", requires = "upper")]
     options: Vec<OsString>,
+    /// The image whose layers lie under --upper
+    #[arg(long, value_name = "IMAGE", requires = "upper", conflicts_with_all = ["lower", "options"])]
+    base: Option<String>,
+    /// Store of the --base image (default: the default stores)
+    #[arg(long, value_name = "PATH", requires = "base")]
+    store: Option<PathBuf>,
+    /// Layer cache for the --base image (OCI layouts and archives)
+    #[arg(long, value_name = "DIR", requires = "base")]
+    cache: Option<PathBuf>,
 }
 
 /// The `lowerdir=` layers in `-o` option strings (top first; the last one wins),
@@ -42,9 +57,25 @@ fn lowerdirs_from_options(options: &[OsString]) -> Vec<PathBuf> {
 }
 
 fn resolve_target(a: &TargetArgs) -> Result<Target, InspectError> {
-    let mut given = a.lower.clone();
-    given.extend(lowerdirs_from_options(&a.options));
-    Target::resolve(&a.target, given)
+    let Some(upper) = &a.upper else {
+        return Target::mountpoint(a.target.as_deref().expect("clap: TARGET or --upper"));
+    };
+    let lowers = match &a.base {
+        Some(reference) => {
+            let q = StoreQuery { reference: reference.clone(), store: a.store.clone(), cache: a.cache.clone() };
+            let img = crate::store::resolve(&q)?;
+            img.layers
+                .into_iter()
+                .map(|l| LayerRecord { dir: l.dir, diff_id: Some(l.diff_id.to_string()), layer_id: Some(l.layer_id) })
+                .collect()
+        }
+        None => {
+            let mut dirs = a.lower.clone();
+            dirs.extend(lowerdirs_from_options(&a.options));
+            dirs.into_iter().map(|dir| LayerRecord { dir, diff_id: None, layer_id: None }).collect()
+        }
+    };
+    Target::upper_dir(upper, lowers)
 }
 
 #[derive(Parser, Debug)]
@@ -71,7 +102,7 @@ pub fn run_diff(args: &[OsString]) -> Result<i32, Error> {
 struct CommitArgs {
     #[command(flatten)]
     target: TargetArgs,
-    /// The layer file to write
+    /// The layer file to write (`-`: standard output)
     #[arg(long, value_name = "FILE", required_unless_present = "oci")]
     output: Option<PathBuf>,
     /// Compress the layer with gzip
@@ -83,32 +114,135 @@ struct CommitArgs {
     /// Name (ref) of the new image in the OCI layout
     #[arg(long, value_name = "NAME", requires = "oci")]
     image: Option<String>,
-    /// OCI image layout directory to add the image (base layers + this one) to
+    /// OCI image layout directory (new, empty, or an existing layout) to add the image
+    /// (base layers + this one) to
     #[arg(long, value_name = "DIR", requires = "image")]
     oci: Option<PathBuf>,
     /// Image config JSON of the base image (its Env, Cmd, … and history are kept);
     /// default: found in the mount's image store when it came from one
     #[arg(long, value_name = "FILE", requires = "oci")]
     base_config: Option<PathBuf>,
+    /// Print what was written as JSON
+    #[arg(long)]
+    json: bool,
 }
 
-/// `unionmount commit TARGET --output FILE [--gzip|--zstd] [--image NAME --oci DIR]`.
+/// Where the layer tar goes.
+enum Output {
+    File(PathBuf),
+    Stdout,
+}
+
+/// What a commit wrote.
+struct Committed {
+    blob: commit::LayerBlob,
+    /// (name, manifest digest, layout) when an image was written.
+    image: Option<(String, String, PathBuf)>,
+}
+
+/// `unionmount commit TARGET --output FILE [--gzip|--zstd] [--image NAME --oci DIR] [--json]`.
 pub fn run_commit(args: &[OsString]) -> Result<i32, Error> {
     let a: CommitArgs = parse("commit", args)?;
-    let text = commit_target(&a)?;
-    emit(&text)?;
+    let output = output_of(&a)?;
+    if let Some(dir) = &a.oci {
+        check_layout_dir(dir)?;
+    }
+    let to_stdout = matches!(output, Some(Output::Stdout));
+    if to_stdout && a.json {
+        return Err(Usage::new("--json and --output - both write to standard output: give --output FILE").into());
+    }
+    let done = commit_target(&a, output.as_ref())?;
+    let text = if a.json { format!("{:#}\n", committed_json(&done)) } else { committed_text(&done) };
+    if to_stdout {
+        eprint!("{text}");
+    } else {
+        emit(&text)?;
+    }
     Ok(0)
 }
 
-fn blob_lines(b: &commit::LayerBlob) -> String {
+/// `--output`: a file, or `-` for standard output (not a terminal); never a directory.
+fn output_of(a: &CommitArgs) -> Result<Option<Output>, Error> {
+    use std::io::IsTerminal;
+    let Some(out) = &a.output else { return Ok(None) };
+    if out.as_os_str() == "-" {
+        if std::io::stdout().is_terminal() {
+            return Err(Usage::new("refusing to write a layer tar to a terminal: redirect standard output or give --output FILE").into());
+        }
+        return Ok(Some(Output::Stdout));
+    }
+    if out.as_os_str().as_bytes().ends_with(b"/") || out.is_dir() {
+        let shown = out.display().to_string();
+        let dir = shown.trim_end_matches('/');
+        return Err(Usage(format!("--output {shown} is a directory: give a file name, such as {dir}/layer.tar")).into());
+    }
+    Ok(Some(Output::File(out.clone())))
+}
+
+/// `--oci DIR` writes only into a new or empty directory or an existing OCI layout.
+fn check_layout_dir(dir: &std::path::Path) -> Result<(), InspectError> {
+    match std::fs::read_dir(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(InspectError::io(dir)(e)),
+        Ok(mut entries) => {
+            let layout = std::fs::symlink_metadata(dir.join("oci-layout")).is_ok_and(|m| m.is_file());
+            if layout || entries.next().is_none() { Ok(()) } else { Err(InspectError::NotALayout(dir.to_path_buf())) }
+        }
+    }
+}
+
+fn committed_text(c: &Committed) -> String {
+    let b = &c.blob;
     let mut s = format!("diff_id {}\nsize {}\n", b.diff_id, b.size);
     if b.compression != commit::Compression::None {
         s += &format!("digest {}\ncompressed_size {}\n", b.digest, b.blob_size);
     }
+    if let Some((name, manifest, layout)) = &c.image {
+        s += &format!("image {name}\nmanifest {manifest}\nlayout {}\n", layout.display());
+    }
     s
 }
 
-fn commit_target(a: &CommitArgs) -> Result<String, Error> {
+fn committed_json(c: &Committed) -> serde_json::Value {
+    let b = &c.blob;
+    let compressed = b.compression != commit::Compression::None;
+    let mut v = serde_json::json!({
+        "diff_id": b.diff_id, "size": b.size,
+        "digest": compressed.then_some(&b.digest), "compressed_size": compressed.then_some(b.blob_size),
+        "media_type": b.compression.media_type(),
+    });
+    if let Some((name, manifest, layout)) = &c.image {
+        v["image"] = name.as_str().into();
+        v["manifest"] = manifest.as_str().into();
+        v["layout"] = layout.to_string_lossy().into();
+    }
+    v
+}
+
+/// Copy a finished layer file to `out`.
+fn deliver(tmp: &std::path::Path, out: &Output) -> Result<(), Error> {
+    match out {
+        Output::File(f) => {
+            std::fs::copy(tmp, f).map_err(InspectError::io(f))?;
+        }
+        Output::Stdout => {
+            let mut src = std::fs::File::open(tmp).map_err(InspectError::io(tmp))?;
+            super::emit_with(|w| std::io::copy(&mut src, w).map(drop))?;
+        }
+    }
+    Ok(())
+}
+
+/// A temporary file removed on drop (a layer on its way to standard output).
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn commit_target(a: &CommitArgs, output: Option<&Output>) -> Result<Committed, Error> {
     let comp = if a.gzip {
         commit::Compression::Gzip
     } else if a.zstd {
@@ -120,11 +254,17 @@ fn commit_target(a: &CommitArgs) -> Result<String, Error> {
         oci::check_ref_name(name)?;
     }
     let t = resolve_target(&a.target)?;
-        let mut text = String::new();
     let (Some(dir), Some(name)) = (&a.oci, &a.image) else {
-        let out = a.output.as_deref().ok_or_else(|| Usage::new("--output FILE is required"))?;
-        let b = commit::write_layer(&t.upper, out, comp, "upper")?;
-        return Ok(blob_lines(&b));
+        let blob = match output.ok_or_else(|| Usage::new("--output FILE is required"))? {
+            Output::File(f) => commit::write_layer(&t.upper, f, comp, "upper")?,
+            out @ Output::Stdout => {
+                let tmp = TempFile(std::env::temp_dir().join(format!("unionmount-commit-{}.tar", std::process::id())));
+                let blob = commit::write_layer(&t.upper, &tmp.0, comp, "upper")?;
+                deliver(&tmp.0, out)?;
+                blob
+            }
+        };
+        return Ok(Committed { blob, image: None });
     };
     if !t.lowers_known && t.lowers.is_empty() {
         log::warn!("no lower layers given: the image holds the upper layer alone");
@@ -166,15 +306,13 @@ fn commit_target(a: &CommitArgs) -> Result<String, Error> {
     }
     let tmp = oci::temp_blob(&blobs, n);
     let blob = commit::write_layer(&t.upper, &tmp, comp, "upper")?;
-    if let Some(out) = &a.output {
-        std::fs::copy(&tmp, out).map_err(InspectError::io(out))?;
+    if let Some(out) = output {
+        deliver(&tmp, out)?;
     }
     oci::adopt(&blobs, &tmp, &blob.digest)?;
-    text += &blob_lines(&blob);
-    layers.push(oci::ImageLayer { blob, created_by: "unionmount commit".into() });
+    layers.push(oci::ImageLayer { blob: blob.clone(), created_by: "unionmount commit".into() });
     let manifest = oci::write_image(dir, &blobs, name, &layers, base.as_ref())?;
-    text += &format!("image {name}\nmanifest {manifest}\nlayout {}\n", dir.display());
-    Ok(text)
+    Ok(Committed { blob, image: Some((name.clone(), manifest, dir.clone())) })
 }
 
 #[cfg(test)]

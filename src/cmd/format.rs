@@ -1,5 +1,33 @@
 //! How times and sizes are shown, as docker shows them.
 
+/// A docker-style table: a header, columns padded to their widest cell and three
+/// spaces apart, trailing blanks trimmed.
+pub fn table(head: &[&str], rows: &[Vec<String>]) -> String {
+    let mut w: Vec<usize> = head.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut s = String::new();
+        for (i, c) in cells.enumerate() {
+            s.push_str(c);
+            if i + 1 < w.len() {
+                s.push_str(&" ".repeat(w[i] - c.chars().count() + 3));
+            }
+        }
+        out.push_str(s.trim_end());
+        out.push('\n');
+    };
+    line(&mut head.iter().copied());
+    for r in rows {
+        line(&mut r.iter().map(String::as_str));
+    }
+    out
+}
+
 /// Seconds since the epoch of an RFC 3339 time (`2026-11-26T20:04:52.0005Z`, offsets too).
 pub fn parse_rfc3339(s: &str) -> Option<i64> {
     let b = s.as_bytes();

@@ -18,6 +18,7 @@ mod format;
 mod images;
 mod inspect;
 mod mount;
+mod mounts;
 mod options;
 mod which;
 #[cfg(test)]
@@ -84,10 +85,13 @@ struct StdoutError(std::io::Error);
 type Run = fn(&[OsString]) -> Result<i32, Error>;
 const SUBCOMMANDS: &[(&str, &str, Run)] = &[
     ("images", "list the images in a store (like `docker images`)", images::run),
-    ("inspect", "show an image's layers, top first", inspect::run),
+    ("inspect", "show an image's config and layers, or what a mountpoint is made of", inspect::run),
+    ("ps", "list the live mounts", mounts::run_ps),
+    ("umount", "unmount a mountpoint (also one whose daemon has exited)", mounts::run_umount),
     ("diff", "list what a mount changed (A added, C changed, D deleted)", changes::run_diff),
     ("commit", "write a mount's upper layer as a layer tar or a new OCI image", changes::run_commit),
     ("which", "show which layer of a mount provides a path", which::run),
+    ("help", "show help for a command", help),
 ];
 
 /// The whole command line (`std::env::args_os`): returns the process exit code.
@@ -96,7 +100,7 @@ pub fn run() -> i32 {
     let sub = args.first().and_then(|a| a.to_str()).and_then(|a| SUBCOMMANDS.iter().find(|s| s.0 == a));
     let (name, result) = match sub {
         Some((name, _, run)) => (Some(*name), run(&args[1..])),
-        None => (None, mount::run(&args)),
+        None => (None, misnamed_command(&args).map_or_else(|| mount::run(&args), Err)),
     };
     match result {
         Ok(code) => code,
@@ -110,6 +114,70 @@ pub fn run() -> i32 {
             1
         }
     }
+}
+
+/// The full usage: the mount forms, then every subcommand with one line each.
+pub(crate) fn usage() -> String {
+    let mut s = format!("{}\n\ncommands:\n", mount::USAGE);
+    for (name, what, _) in SUBCOMMANDS {
+        s.push_str(&format!("  {name:<9}{what}\n"));
+    }
+    s.push_str("run `unionmount help COMMAND` (or COMMAND --help) for its options");
+    s
+}
+
+/// `unionmount help [COMMAND]`.
+fn help(args: &[OsString]) -> Result<i32, Error> {
+    let Some(name) = args.first() else {
+        println!("{}", usage());
+        return Ok(0);
+    };
+    if args.len() > 1 {
+        return Err(Usage::new("help takes one COMMAND").into());
+    }
+    let name = name.to_string_lossy();
+    if name == "mount" {
+        println!("{}", usage());
+        return Ok(0);
+    }
+    match SUBCOMMANDS.iter().find(|s| s.0 == name && s.0 != "help") {
+        Some((_, _, run)) => run(&[OsString::from("--help")]),
+        None => Err(Usage(format!("no command {name:?}{}", suggestion(&name))).into()),
+    }
+}
+
+/// `; did you mean X?` for the subcommand closest to `word`, if one is close.
+fn suggestion(word: &str) -> String {
+    closest_command(word).map(|c| format!("; did you mean `{c}`?")).unwrap_or_default()
+}
+
+fn closest_command(word: &str) -> Option<&'static str> {
+    if word == "unmount" {
+        return Some("umount");
+    }
+    SUBCOMMANDS
+        .iter()
+        .map(|s| (strsim::levenshtein(word, s.0), s.0))
+        .filter(|&(d, name)| d <= 2 && word.len() >= 3 && name.len() > d)
+        .min()
+        .map(|(_, name)| name)
+}
+
+/// A first word that is not a subcommand but looks like a mistyped one (`unmount`,
+/// `image`) where the mount command would take it for an image: say so, rather than
+/// search the stores for an image of that name.
+fn misnamed_command(args: &[OsString]) -> Option<Error> {
+    let word = args.first()?.to_str()?;
+    if !word.bytes().all(|b| b.is_ascii_lowercase()) || args.len() > 3 {
+        return None;
+    }
+    let has_lowerdir = args.iter().any(|a| a.as_encoded_bytes().windows(9).any(|w| w == b"lowerdir="));
+    if has_lowerdir {
+        return None;
+    }
+    let cmd = closest_command(word)?;
+    let rest: Vec<String> = args[1..].iter().map(|a| a.to_string_lossy().into_owned()).collect();
+    Some(Usage(format!("unknown command {word}: did you mean `unionmount {cmd} {}`?", rest.join(" "))).into())
 }
 
 /// Print the one error line: `unionmount[ SUBCOMMAND]: MESSAGE`.

@@ -9,7 +9,7 @@
 //! `-o` may appear anywhere and more than once. Flags taking a value are listed once in
 //! [`VALUE_FLAGS`] (`--flag VALUE` and `--flag=VALUE`); add new ones there.
 
-use super::options::{apply_option, shown, split_options};
+use super::options::{apply_option, shown, split_options, unknown_option_warning};
 use super::{Error, Usage};
 use crate::mount::MountArgs;
 use std::ffi::{OsStr, OsString};
@@ -111,6 +111,17 @@ pub fn parse_mount(args: &[OsString]) -> Result<Parsed, Usage> {
         }
     }
     if m.opts.lowerdir.is_empty() && m.source.is_none() {
+        // One argument: an image whose mountpoint was forgotten, or a mountpoint whose
+        // layers were.
+        let only = m.mountpoint.as_os_str().as_bytes();
+        let image_flags = m.opts.store.is_some() || m.cache.is_some() || m.upper.is_some();
+        let looks_like_image = !only.starts_with(b"/") && !only.starts_with(b".") && only.iter().any(|&c| c == b':' || c == b'@');
+        if image_flags || looks_like_image {
+            return Err(Usage(format!(
+                "no mountpoint given for image {}: unionmount [--store PATH] IMAGE MOUNTPOINT",
+                shown(only)
+            )));
+        }
         return Err(Usage::new(
             "no lowerdir given: use -o lowerdir=DIR[:DIR…] or name an image: unionmount IMAGE MOUNTPOINT",
         ));
@@ -128,7 +139,7 @@ pub fn parse_mount(args: &[OsString]) -> Result<Parsed, Usage> {
 pub fn run(args: &[OsString]) -> Result<i32, Error> {
     match parse_mount(args)? {
         Parsed::Help => {
-            println!("{USAGE}");
+            println!("{}", super::usage());
             Ok(0)
         }
         Parsed::Version => {
@@ -136,6 +147,11 @@ pub fn run(args: &[OsString]) -> Result<i32, Error> {
             Ok(0)
         }
         Parsed::Mount(m) => {
+            for o in &m.opts.ignored {
+                if let Some(warning) = unknown_option_warning(o) {
+                    eprintln!("unionmount: {warning}");
+                }
+            }
             init_logging(m.debug);
             crate::mount::run(*m)?;
             Ok(0)

@@ -71,6 +71,47 @@ fn usage(e: IdOptionError) -> Usage {
 const KERNEL_FLAGS: &[&str] =
     &["dev", "nodev", "suid", "nosuid", "exec", "noexec", "atime", "noatime", "sync", "async", "dirsync"];
 
+/// Options this parser applies (besides [`KERNEL_FLAGS`]).
+const OURS: &[&str] = &[
+    "lowerdir", "upperdir", "workdir", "store", "volatile", "fsync", "fsname", "allow_other", "allow_root", "ro",
+    "rw", "cache_entries", "timeout", "threads", "passthrough", "whiteout",
+];
+
+/// Options that mount(8), mount.fuse3, containers/storage and fuse-overlayfs users pass,
+/// which we accept and ignore without a word.
+const PASSED: &[&str] = &[
+    // mount(8)
+    "defaults", "auto", "noauto", "user", "nouser", "users", "owner", "group", "nofail", "_netdev", "relatime",
+    "norelatime", "strictatime", "nostrictatime", "lazytime", "nolazytime", "diratime", "nodiratime", "iversion",
+    "noiversion", "mand", "nomand", "silent", "loud", "context", "fscontext", "defcontext", "rootcontext", "comment",
+    "helper",
+    // mount.fuse3 / libfuse
+    "default_permissions", "auto_unmount", "subtype", "blkdev", "blksize", "max_read", "nonempty", "setuid",
+    "drop_privileges", "fd", "rootmode", "user_id", "group_id", "auto_cache", "kernel_cache", "direct_io",
+    "noforget", "clone_fd", "debug",
+    // containers/storage and fuse-overlayfs
+    "uidmapping", "gidmapping", "squash_to_uid", "squash_to_gid", "squash_to_root", "xino", "metacopy",
+    "redirect_dir", "index", "userxattr", "noacl", "static_nlink", "plugins", "threaded", "noxattrs", "fast_ino",
+    "writeback", "nfs_export",
+];
+
+/// Spellings of "read-only" that are not `ro`: refused, so that none of them ever
+/// gives a writable mount.
+const READ_ONLY_TYPOS: &[&[u8]] = &[b"readonly", b"read-only", b"read_only", b"rdonly", b"r/o", b"o_rdonly"];
+
+/// The stderr line for an option kept in `ignored`, unless it is one that callers
+/// routinely pass: names it and the closest known option.
+pub fn unknown_option_warning(opt: &str) -> Option<String> {
+    let key = opt.split_once('=').map_or(opt, |(k, _)| k);
+    let known = || OURS.iter().chain(PASSED).chain(KERNEL_FLAGS);
+    if key.starts_with("x-") || known().any(|k| *k == key) {
+        return None;
+    }
+    let closest = known().map(|k| (strsim::levenshtein(key, k), *k)).filter(|&(d, _)| d <= 3).min();
+    let hint = closest.map(|(_, k)| format!("; did you mean {k}?")).unwrap_or_default();
+    Some(format!("warning: option {} is not known and is ignored{hint}", opt.escape_debug()))
+}
+
 /// Apply one `-o` option.
 pub fn apply_option(o: &mut MountOpts, opt: &[u8]) -> Result<(), Usage> {
     let (key, val) = match opt.iter().position(|&c| c == b'=') {
@@ -98,6 +139,10 @@ pub fn apply_option(o: &mut MountOpts, opt: &[u8]) -> Result<(), Usage> {
         (b"fsname", Some(v)) => o.fsname = Some(utf8(v, "fsname")?),
         (b"allow_other", None) | (b"allow_root", None) => o.allow_other = true,
         (b"ro", None) => o.read_only = true,
+        (b"ro", Some(_)) => return Err(Usage::new("option ro takes no value: write -o ro")),
+        (k, _) if READ_ONLY_TYPOS.iter().any(|t| t.eq_ignore_ascii_case(k)) => {
+            return Err(Usage(format!("option {} is not known: for a read-only mount write -o ro", shown(k))));
+        }
         (b"rw", None) => o.read_only = false,
         (b"cache_entries", Some(v)) => o.cache_entries = Some(number(v, "cache_entries")?),
         (b"timeout", Some(v)) => {

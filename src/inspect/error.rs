@@ -22,19 +22,26 @@ pub enum InspectError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Record(#[from] RecordError),
-    /// TARGET is a mountpoint but lowers were given too.
-    #[error("{} is a mountpoint; --lower/-o lowerdir are for an upper directory", .0.display())]
-    LowersForMount(PathBuf),
     #[error("{} is mounted read-only (no upper layer)", .0.display())]
     ReadOnly(PathBuf),
-    #[error("{} is an {fstype} mountpoint; give its upper directory and --lower DIR (top first) instead", path.display())]
+    #[error("{} is an {fstype} mountpoint; give its upper directory with --upper DIR and --lower DIR (top first) instead", path.display())]
     OtherMount { path: PathBuf, fstype: String },
-    #[error("{} is neither a unionmount mountpoint nor a directory", .0.display())]
+    #[error("{} is not a unionmount mountpoint: give a mountpoint, or an upper directory with --upper DIR", .0.display())]
     NotATarget(PathBuf),
+    #[error("{} is inside the unionmount at {}, not its mountpoint: give {}", path.display(), at.display(), at.display())]
+    InsideMount { path: PathBuf, at: PathBuf },
+    #[error("{} is a unionmount mountpoint, not an upper directory: give it without --upper", .0.display())]
+    MountAsUpper(PathBuf),
+    #[error("{} is a mountpoint ({fstype}), not an upper directory", path.display())]
+    MountpointAsUpper { path: PathBuf, fstype: String },
+    #[error("{} is not a directory", .0.display())]
+    NotADirectory(PathBuf),
     #[error("{} is on a mount of type {fstype} at {}, not inside a unionmount", path.display(), at.display())]
     OtherMountAbove { path: PathBuf, fstype: String, at: PathBuf },
     #[error("{} is not inside a unionmount", .0.display())]
     NotInside(PathBuf),
+    #[error("{} is neither empty nor an OCI image layout: give a new or empty directory, or an existing layout", .0.display())]
+    NotALayout(PathBuf),
     #[error("invalid image name {0:?} (allowed: letters, digits and ._:@/+-)")]
     InvalidName(String),
 }

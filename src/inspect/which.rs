@@ -134,6 +134,8 @@ pub fn locate(path: &Path) -> Result<(PathBuf, Vec<OsString>), InspectError> {
 /// One layer of a mount for display.
 pub struct Shown {
     pub label: String,
+    /// Layer number counted from the bottom (1 = base); None for the upper layer.
+    pub index: Option<usize>,
     pub diff_id: Option<String>,
     pub dir: PathBuf,
 }
@@ -142,11 +144,11 @@ pub struct Shown {
 pub fn labels(upper: Option<&Path>, lowers: &[LayerRecord]) -> Vec<Shown> {
     let mut v = Vec::new();
     if let Some(u) = upper {
-        v.push(Shown { label: "upper".into(), diff_id: None, dir: u.to_path_buf() });
+        v.push(Shown { label: "upper".into(), index: None, diff_id: None, dir: u.to_path_buf() });
     }
     let n = lowers.len();
     for (i, l) in lowers.iter().enumerate() {
-        v.push(Shown { label: format!("layer {}", n - i), diff_id: l.diff_id.clone(), dir: l.dir.clone() });
+        v.push(Shown { label: format!("layer {}", n - i), index: Some(n - i), diff_id: l.diff_id.clone(), dir: l.dir.clone() });
     }
     v
 }
@@ -175,7 +177,7 @@ fn line(s: &Shown) -> String {
 }
 
 fn json_layer(s: &Shown) -> serde_json::Value {
-    serde_json::json!({"layer": s.label, "diff_id": s.diff_id, "dir": s.dir.to_string_lossy()})
+    serde_json::json!({"layer": s.label, "index": s.index, "diff_id": s.diff_id, "dir": s.dir.to_string_lossy()})
 }
 
 /// Render a resolution as text (`json == false`) or JSON. Paths in text are shown
@@ -289,6 +291,7 @@ mod tests {
         assert!(text.contains("hides     layer 1 "), "{text}");
         let j: serde_json::Value = serde_json::from_str(&render(Path::new("/m/x"), &r, &shown, true)).unwrap();
         assert_eq!(j["provider"]["layer"], "layer 2");
+        assert_eq!((j["provider"]["index"].as_u64(), j["provider"]["diff_id"].as_str()), (Some(2), Some("sha256:b")));
         assert_eq!(j["hides"][0]["layer"], "layer 1");
     }
 

@@ -2,6 +2,7 @@
 //! it concerns; `Display` is the one line the front end prints.
 
 use crate::layers::StackError;
+use crate::record::RecordError;
 use crate::store::StoreError;
 use crate::sys::Errno;
 use crate::sys::mount::HelperError;
@@ -30,6 +31,8 @@ pub enum MountError {
     Ephemeral { base: PathBuf, source: Option<io::Error> },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Record(#[from] RecordError),
     #[error(transparent)]
     Stack(#[from] StackError),
     #[error("cannot open the layers: {0}")]

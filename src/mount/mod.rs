@@ -22,6 +22,7 @@ pub use error::{MountCallError, MountError};
 pub use options::{MountArgs, MountOpts};
 
 use crate::layers::StackSpec;
+use crate::record::{Mountpoint, RecordError};
 use crate::store::{ResolvedImage, StoreQuery};
 use std::path::{Path, PathBuf};
 
@@ -44,13 +45,29 @@ pub fn run(args: MountArgs) -> Result<(), MountError> {
     session::run(&args, plan)
 }
 
+/// Unmount a unionmount: umount2 as root (detached at once with `lazy`, else lazily
+/// only if busy), `fusermount3 -u -z` otherwise.
+pub fn unmount(mnt: &Path, lazy: bool) -> Result<(), MountCallError> {
+    use crate::sys::mount::umount;
+    if crate::sys::euid() == 0 {
+        let r = if lazy { umount(mnt, true) } else { umount(mnt, false).or_else(|_| umount(mnt, true)) };
+        r.map_err(MountCallError::Sys)
+    } else {
+        Ok(crate::sys::mount::fuserumount(mnt)?)
+    }
+}
+
 fn canonical(p: &Path, what: &'static str) -> Result<PathBuf, MountError> {
     std::fs::canonicalize(p).map_err(|source| MountError::Path { what, path: p.to_path_buf(), source })
 }
 
 /// Resolve the image (if any), decide the writable layer, check everything.
 fn plan(args: &MountArgs) -> Result<Plan, MountError> {
-    let mnt = canonical(&args.mountpoint, "mountpoint")?;
+    let mnt = match crate::record::classify(&args.mountpoint) {
+        Ok(Mountpoint::Dead(m)) => return Err(RecordError::Dead(m).into()),
+        Ok(Mountpoint::Live(m) | Mountpoint::Other(m, _)) => m,
+        Err(source) => return Err(MountError::Path { what: "mountpoint", path: args.mountpoint.clone(), source }),
+    };
     if !mnt.is_dir() {
         return Err(MountError::NotADirectory { what: "mountpoint", path: mnt });
     }

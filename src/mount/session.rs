@@ -97,7 +97,7 @@ fn serve(args: &MountArgs, plan: &Plan, ufs: Arc<UnionFs>, whiteout: &str, mut r
                 return;
             }
             log::info!("signal {sig}: unmounting {}", mnt.display());
-            if let Err(e) = unmount(&mnt, privileged) {
+            if let Err(e) = super::unmount(&mnt, false) {
                 log::warn!("unmount of {} failed: {e}", mnt.display());
             }
         })
@@ -106,15 +106,6 @@ fn serve(args: &MountArgs, plan: &Plan, ufs: Arc<UnionFs>, whiteout: &str, mut r
     done.store(true, Ordering::SeqCst);
     MountRecord::remove(&plan.mountpoint, std::process::id());
     r.map_err(MountError::Session)
-}
-
-/// Unmount our mount: umount2 as root (lazily if busy), fusermount3 otherwise.
-fn unmount(mnt: &std::path::Path, privileged: bool) -> Result<(), MountCallError> {
-    if privileged {
-        crate::sys::mount::umount(mnt, false).or_else(|_| crate::sys::mount::umount(mnt, true)).map_err(MountCallError::Sys)
-    } else {
-        Ok(crate::sys::mount::fuserumount(mnt)?)
-    }
 }
 
 /// Parent side of daemonizing: wait for "OK" or the daemon's error line.
@@ -153,7 +144,9 @@ fn mount_fuse(
     if config.acl == fuser::SessionACL::All {
         extra.push_str(",allow_other");
     }
-    let fsname = args.opts.fsname.clone().unwrap_or_else(|| "unionmount".into());
+    // The source column of /proc/mounts (findmnt, df): fsname=, else the image reference.
+    let image = plan.image.as_ref().map(|(r, _)| r.clone());
+    let fsname = args.opts.fsname.clone().or(image).unwrap_or_else(|| "unionmount".into());
     let fd = if privileged {
         crate::sys::mount::fuse_mount(&plan.mountpoint, &fsname, "unionmount", flags, &extra)
             .map_err(|e| mount_failed(MountCallError::Sys(e)))?
@@ -174,7 +167,7 @@ fn mount_fuse(
         crate::sys::mount::fusermount(&plan.mountpoint, &opts).map_err(|e| mount_failed(e.into()))?
     };
     fuser::Session::from_fd(fuse, fd, config.acl, config.clone()).map_err(|source| {
-        let _ = unmount(&plan.mountpoint, privileged);
+        let _ = super::unmount(&plan.mountpoint, true);
         MountError::Handshake { path: plan.mountpoint.clone(), source }
     })
 }
@@ -222,5 +215,6 @@ fn make_record(plan: &Plan, whiteout: &str) -> MountRecord {
         store: plan.image.as_ref().map(|(_, i)| i.store.clone()),
         whiteout_format: whiteout.to_string(),
         pid: std::process::id(),
+        started: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok().map(|d| d.as_secs()),
     }
 }

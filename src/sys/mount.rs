@@ -158,3 +158,12 @@ pub fn fuserumount(mnt: &Path) -> Result<(), HelperError> {
 fn one_line(stderr: &[u8]) -> String {
     String::from_utf8_lossy(stderr).trim().replace('\n', "; ")
 }
+
+/// statfs(2) on `mnt`: a FUSE mount whose daemon is gone fails with ENOTCONN even
+/// while the kernel still answers lookups and stats of it from its caches.
+pub fn statfs(mnt: &Path) -> SysResult<()> {
+    let p = cpath(mnt)?;
+    let mut st = std::mem::MaybeUninit::<libc::statfs>::uninit();
+    // SAFETY: `p` is a valid C string and `st` has room for one statfs.
+    cvt(unsafe { libc::statfs(p.as_ptr(), st.as_mut_ptr()) }).map(drop)
+}

@@ -99,3 +99,25 @@ pub fn clear_umask() {
 pub fn cpu_count() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
+
+/// Is process `pid` alive (ours or another user's)? A zombie (exited, not yet
+/// reaped) is not.
+pub fn alive(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else { return false };
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: signal 0 only checks that the process exists and may be signalled.
+    let r = unsafe { libc::kill(pid, 0) };
+    if r != 0 && super::Errno::last() != super::Errno::EPERM {
+        return false;
+    }
+    // /proc/PID/stat: "PID (COMM) STATE ..."; COMM may hold spaces and parentheses.
+    match std::fs::read(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat.iter().rposition(|&b| b == b')').and_then(|i| stat.get(i + 2));
+            !matches!(state, Some(b'Z' | b'X'))
+        }
+        Err(_) => true,
+    }
+}
