@@ -221,6 +221,13 @@ fn ps_lists_two_live_mounts_and_the_source_is_the_image() {
         let src = line.split(" - ").nth(1).unwrap().split(' ').nth(1).unwrap().to_string();
         assert_eq!(src, source, "mount source in mountinfo");
     }
+    // inspect MNT: what the mountpoint is made of.
+    let out = run(&[os("inspect"), a.as_os_str(), os("--json")]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((v["image"].as_str(), v["layers"].as_array().map(Vec::len)), (Some("tiny:app"), Some(5)), "{v}");
+    assert!(v["upper"].is_string() && v["pid"].is_u64());
+    let text = String::from_utf8_lossy(&run(&[os("inspect"), a.as_os_str()]).stdout).into_owned();
+    assert!(text.contains("Mountpoint:") && text.contains("Upper:") && text.contains("PID:"), "{text}");
     let out = run(&[os("ps")]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.starts_with("IMAGE") && text.contains(&*a.to_string_lossy()) && text.contains(&*b.to_string_lossy()), "{text}");
@@ -306,4 +313,87 @@ fn help_and_forgotten_arguments() {
     refused(&run(&[os("unmount"), os("/mnt/x")]), 2, &["unionmount umount /mnt/x"]);
     refused(&run(&[os("images"), os("--bogus")]), 2, &["--bogus"]);
     refused(&run(&[os("diff")]), 2, &["TARGET"]);
+}
+
+/// The fixture stores: (name, path) after extracting those that are tars of directories.
+fn fixture_stores(t: &Path) -> Vec<(String, PathBuf)> {
+    let mut v = Vec::new();
+    for name in ["docker-root", "containers-storage", "oci-layout"] {
+        let d = t.join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        let st = Command::new("tar")
+            .args(["--xattrs", "--xattrs-include=*", "-xpf"])
+            .arg(common::fixture_dir().join(format!("{name}.tar")))
+            .arg("-C")
+            .arg(&d)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        v.push((name.to_string(), d));
+    }
+    v.push(("docker-save".into(), common::fixture_dir().join("docker-save.tar")));
+    v
+}
+
+#[test]
+fn images_flags_and_inspect_against_the_fixture_stores() {
+    if !common::fixture_dir().join("docker-save.tar").exists() {
+        eprintln!("SKIPPED images_flags_and_inspect_against_the_fixture_stores: fixture not found");
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let size = |s: &str| s == "N/A" || {
+        let (num, unit) = s.split_at(s.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(s.len()));
+        ["B", "kB", "MB", "GB", "TB"].contains(&unit) && num.parse::<f64>().is_ok() && num.replace('.', "").len() <= 3
+    };
+    for (name, store) in fixture_stores(t.path()) {
+        let images = |extra: &[&str]| {
+            let out = Command::new(bin()).arg("images").arg("--store").arg(&store).args(extra).output().unwrap();
+            assert!(out.status.success(), "{name} {extra:?}: {}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8(out.stdout).unwrap()
+        };
+        let table = images(&[]);
+        let rows: Vec<&str> = table.lines().skip(1).collect();
+        assert!(table.starts_with("REPOSITORY") && !rows.is_empty(), "{name}: {table}");
+        for r in &rows {
+            let cells: Vec<&str> = r.split_whitespace().collect();
+            assert!(size(cells.last().unwrap()), "{name}: docker-style size in {r:?}");
+        }
+        let q = images(&["-q"]);
+        assert!(!q.is_empty() && q.lines().all(|l| l.len() == 12 && l.bytes().all(|b| b.is_ascii_hexdigit())), "{name}: {q}");
+        let full = images(&["-q", "--no-trunc"]);
+        assert!(full.lines().all(|l| l.starts_with("sha256:") && l.len() == 71), "{name}: {full}");
+        assert_eq!(q.lines().count(), full.lines().count());
+        assert!(images(&["-a"]).lines().count() >= table.lines().count());
+        // REPOSITORY argument and reference filters (an OCI layout names tags only).
+        let tiny_row = |l: &str| l.starts_with("tiny ") || l.starts_with("localhost/tiny ");
+        if name == "oci-layout" {
+            assert!(rows.iter().all(|r| r.starts_with("<none> ")), "{table}");
+        } else {
+            let tiny = images(&["tiny"]);
+            assert!(tiny.lines().skip(1).all(tiny_row) && tiny.lines().count() > 1, "{name}: {tiny}");
+            assert_eq!(images(&["tiny:nosuchtag"]).lines().count(), 1, "header only");
+            let f = images(&["--filter", "reference=ti*"]);
+            assert!(f.lines().count() > 1 && f.lines().skip(1).all(tiny_row), "{name}: {f}");
+        }
+        assert_eq!(images(&["--filter", "reference=nomatch*"]).lines().count(), 1);
+        for line in images(&["--format", "json"]).lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert!(v["Repository"].is_string() && v["Tag"].is_string() && v["ID"].is_string(), "{v}");
+            assert!(size(v["Size"].as_str().unwrap()), "{v}");
+        }
+        // inspect IMAGE: config fields and history where the store holds the config.
+        let out = Command::new(bin()).arg("inspect").arg("--store").arg(&store).args(["tiny:app", "--json"]).output().unwrap();
+        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["layers"].as_array().unwrap().len(), 5);
+        if name != "docker-save" {
+            assert!(v["os"].is_string() && v["history"].as_array().is_some_and(|h| !h.is_empty()), "{name}: {v}");
+            let out = Command::new(bin()).arg("inspect").arg("--store").arg(&store).arg("tiny:app").output().unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(text.contains("Platform: linux/") && text.contains("History:"), "{name}: {text}");
+        }
+    }
+    let out = Command::new(bin()).args(["images", "--filter", "dangling=true"]).output().unwrap();
+    refused(&out, 2, &["reference=PATTERN"]);
 }

@@ -62,7 +62,7 @@ fn resolve_target(a: &TargetArgs) -> Result<Target, InspectError> {
     };
     let lowers = match &a.base {
         Some(reference) => {
-            let q = StoreQuery { reference: reference.clone(), store: a.store.clone(), cache: a.cache.clone() };
+            let q = StoreQuery { reference: reference.clone(), store: a.store.clone(), cache: a.cache.clone(), ..Default::default() };
             let img = crate::store::resolve(&q)?;
             img.layers
                 .into_iter()

@@ -77,16 +77,24 @@ pub fn ago(created: Option<&str>, now: i64) -> String {
 }
 
 /// Docker-style size (SI units: kB, MB, GB).
+/// As docker prints sizes: SI units, three significant digits (`199MB`, `1.14MB`, `999B`).
 pub fn human_size(n: Option<u64>) -> String {
     let Some(n) = n else { return "N/A".into() };
-    let units = ["B", "kB", "MB", "GB", "TB"];
+    let units = ["B", "kB", "MB", "GB", "TB", "PB"];
     let mut v = n as f64;
     let mut i = 0;
-    while v >= 1000.0 && i < units.len() - 1 {
-        v /= 1000.0;
-        i += 1;
+    loop {
+        let decimals = if v >= 100.0 { 0 } else if v >= 10.0 { 1 } else { 2 };
+        let shown = format!("{v:.decimals$}");
+        // 999.7 kB rounds to 1000: that is 1 MB.
+        if shown.parse::<f64>().is_ok_and(|r| r >= 1000.0) && i + 1 < units.len() {
+            v /= 1000.0;
+            i += 1;
+            continue;
+        }
+        let shown = if shown.contains('.') { shown.trim_end_matches('0').trim_end_matches('.').to_string() } else { shown };
+        return format!("{shown}{}", units[i]);
     }
-    if i == 0 { format!("{n}B") } else { format!("{:.3}{}", v, units[i]).replace(".000", "") }
 }
 
 pub fn now() -> i64 {
@@ -114,8 +122,12 @@ mod tests {
     #[test]
     fn sizes() {
         assert_eq!(human_size(Some(999)), "999B");
-        assert_eq!(human_size(Some(2_088_960)), "2.089MB");
+        assert_eq!(human_size(Some(2_088_960)), "2.09MB");
         assert_eq!(human_size(Some(1_000_000)), "1MB");
+        assert_eq!(human_size(Some(199_000_000)), "199MB");
+        assert_eq!(human_size(Some(1_140_000)), "1.14MB");
+        assert_eq!(human_size(Some(12_500)), "12.5kB");
+        assert_eq!(human_size(Some(999_700)), "1MB");
         assert_eq!(human_size(None), "N/A");
     }
 }

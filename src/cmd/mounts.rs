@@ -45,7 +45,7 @@ pub fn run_ps(args: &[OsString]) -> Result<i32, Error> {
 }
 
 /// One mount as `ps --json` and `inspect MNT --json` show it.
-pub fn json(m: &MountRecord) -> serde_json::Value {
+pub(super) fn json(m: &MountRecord) -> serde_json::Value {
     let n = m.lowers.len();
     let layers: Vec<serde_json::Value> = m
         .lowers
