@@ -397,3 +397,26 @@ fn images_flags_and_inspect_against_the_fixture_stores() {
     let out = Command::new(bin()).args(["images", "--filter", "dangling=true"]).output().unwrap();
     refused(&out, 2, &["reference=PATTERN"]);
 }
+
+#[test]
+fn permission_problems_are_reported_as_such() {
+    if should_skip("permission_problems_are_reported_as_such") {
+        return;
+    }
+    if Command::new("setpriv").arg("--version").output().is_err() {
+        eprintln!("SKIPPED permission_problems_are_reported_as_such: setpriv is missing");
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let stores = fixture_stores(t.path());
+    let docker = &stores.iter().find(|(n, _)| n == "docker-root").unwrap().1;
+    // Docker keeps image/ 0700 (root only): another user learns that, not "not a Docker root".
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", bin(), "images", "--store"])
+        .arg(docker)
+        .output()
+        .unwrap();
+    refused(&out, 1, &["Permission denied", &*docker.join("image").to_string_lossy()]);
+}

@@ -92,6 +92,14 @@ pub fn detect(path: &Path) -> Result<StoreKind, StoreError> {
         return Ok(StoreKind::OciLayout);
     }
     if is_dir(&path.join("image")) {
+        // Docker keeps image/ 0700: as another user it is unreadable, not absent.
+        for p in [path.join("image"), img.clone()] {
+            if let Err(e) = std::fs::read_dir(&p)
+                && e.kind() == std::io::ErrorKind::PermissionDenied
+            {
+                return Err(StoreError::io(&p, e));
+            }
+        }
         return Err(StoreError::Store {
             path: path.into(),
             detail: "Docker root without image/overlay2 (only the overlay2 driver is supported)"
