@@ -58,6 +58,7 @@ const BARS: &[(Role, Role, &str)] = &[
         Role::FuseOverlayfs2,
         "unionmount ÷ fuse-overlayfs 2.0",
     ),
+    (Role::Unionmount, Role::Baseline, "unionmount ÷ baseline"),
 ];
 
 /// Draw `rec`'s ratios to `out`: one row per workload and section (writing workloads

@@ -50,6 +50,10 @@ struct Args {
     /// The unionmount binary.
     #[arg(long, default_value = "target/release/unionmount")]
     unionmount: PathBuf,
+    /// Another unionmount build to compare with (same options): adds the `baseline`
+    /// and `baseline-volatile` targets beside `unionmount` and `unionmount-volatile`.
+    #[arg(long)]
+    baseline: Option<PathBuf>,
     /// The fuse-overlayfs 1.x binary (Debian's package).
     #[arg(long, default_value = "/usr/bin/fuse-overlayfs")]
     fuse_overlayfs: PathBuf,
@@ -148,6 +152,12 @@ fn run(args: Args) -> Result<(), String> {
     let out = abs(&args.out)?;
     let fo_bin = abs(&args.fuse_overlayfs)?;
     let um_bin = abs(&args.unionmount)?;
+    let fo2_bin = args.fuse_overlayfs_2.as_deref().map(abs).transpose()?;
+    let base_bin = args.baseline.as_deref().map(abs).transpose()?;
+    let tools = match &args.tools_dir {
+        Some(d) => abs(d)?,
+        None => work.join("tools"),
+    };
     fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
     fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
     let scale = if args.quick {
@@ -195,13 +205,20 @@ fn run(args: Args) -> Result<(), String> {
 
     // Which targets can we measure? Find (or install) each binary and probe it with one
     // mount of the main stack; one that fails stops the run unless --skip-unavailable.
-    let tools = match &args.tools_dir {
-        Some(d) => abs(d)?,
-        None => work.join("tools"),
-    };
+    let mut names = args.targets.clone();
+    if args.baseline.is_some() {
+        for (um, base) in [
+            ("unionmount", "baseline"),
+            ("unionmount-volatile", "baseline-volatile"),
+        ] {
+            if names.iter().any(|n| n == um) && !names.iter().any(|n| n == base) {
+                names.push(base.into());
+            }
+        }
+    }
     let mut tgts = Vec::new();
     let mut skipped = Vec::new();
-    for name in &args.targets {
+    for name in &names {
         let role = targets::CONFIGS
             .iter()
             .find(|c| c.0 == name)
@@ -213,16 +230,20 @@ fn run(args: Args) -> Result<(), String> {
         let found: Result<Option<PathBuf>, String> = match role {
             Role::Kernel => Ok(None),
             Role::FuseOverlayfs1 => Ok(Some(fo_bin.clone())),
-            Role::FuseOverlayfs2 => match &args.fuse_overlayfs_2 {
-                Some(p) => abs(p).map(Some),
+            Role::FuseOverlayfs2 => match &fo2_bin {
+                Some(p) => Ok(Some(p.clone())),
                 None => peers::fuse_overlayfs_2(&tools).map(Some),
             },
             Role::Unionmount => Ok(Some(um_bin.clone())),
+            Role::Baseline => match &base_bin {
+                Some(p) => Ok(Some(p.clone())),
+                None => Err("no --baseline PATH given".into()),
+            },
         };
         let extra: Vec<&str> = match role {
             Role::Kernel => vec![&args.kernel_opts],
             Role::FuseOverlayfs1 | Role::FuseOverlayfs2 => vec![&args.fuse_opts],
-            Role::Unionmount => vec![&args.fuse_opts, &args.unionmount_opts],
+            Role::Unionmount | Role::Baseline => vec![&args.fuse_opts, &args.unionmount_opts],
         };
         let probe = found.and_then(|bin| {
             if let Some(b) = &bin
@@ -233,6 +254,7 @@ fn run(args: Args) -> Result<(), String> {
                         "apt-get install fuse-overlayfs, or pass --fuse-overlayfs PATH"
                     }
                     Role::Unionmount => "cargo build --release, or pass --unionmount PATH",
+                    Role::Baseline => "pass --baseline PATH",
                     _ => "pass its path",
                 };
                 return Err(format!(

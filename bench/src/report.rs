@@ -115,6 +115,7 @@ pub const COMPARISONS: &[(Role, Role)] = &[
     (Role::FuseOverlayfs2, Role::Kernel),
     (Role::Unionmount, Role::Kernel),
     (Role::Unionmount, Role::FuseOverlayfs2),
+    (Role::Unionmount, Role::Baseline),
 ];
 
 pub fn median(v: &mut [f64]) -> f64 {
@@ -284,9 +285,13 @@ impl Record {
                 Durability::Durable => "durable",
                 Durability::Volatile => "volatile",
             };
+            let bin = match (&t.binary, t.role) {
+                (Some(b), Role::Unionmount | Role::Baseline) => format!(" at `{b}`"),
+                _ => String::new(),
+            };
             let _ = writeln!(
                 s,
-                "- {} (`{}`): {}{opts}; {class} class",
+                "- {} (`{}`): {}{bin}{opts}; {class} class",
                 t.label, t.id, t.version
             );
         }

@@ -32,6 +32,8 @@ pub enum Role {
     /// fuse-overlayfs 2.0, the Rust rewrite (crates.io), installed by `peers`.
     FuseOverlayfs2,
     Unionmount,
+    /// Another unionmount build (`--baseline`), to compare two builds in one run.
+    Baseline,
 }
 
 /// Whether a target makes copied-up data durable (fsync) before the copy-up returns.
@@ -67,6 +69,13 @@ pub const CONFIGS: &[(&str, Role, Durability, bool)] = &[
         Durability::Volatile,
         false,
     ),
+    ("baseline", Role::Baseline, Durability::Durable, true),
+    (
+        "baseline-volatile",
+        Role::Baseline,
+        Durability::Volatile,
+        false,
+    ),
 ];
 
 #[derive(Clone, Debug)]
@@ -99,7 +108,9 @@ impl Target {
     pub fn new(id: &str, bin: Option<PathBuf>, extra: &[&str]) -> Option<Target> {
         let &(id, role, durability, reads) = CONFIGS.iter().find(|c| c.0 == id)?;
         let mut opts: Vec<&str> = extra.iter().copied().filter(|o| !o.is_empty()).collect();
-        if durability == Durability::Volatile && matches!(role, Role::Kernel | Role::Unionmount) {
+        if durability == Durability::Volatile
+            && !matches!(role, Role::FuseOverlayfs1 | Role::FuseOverlayfs2)
+        {
             opts.push("volatile");
         }
         Some(Target {
@@ -125,9 +136,10 @@ impl Target {
                 None => self.id.to_string(),
             },
             Role::Unionmount => "unionmount".to_string(),
+            Role::Baseline => "baseline".to_string(),
         };
         if self.durability == Durability::Volatile
-            && matches!(self.role, Role::Kernel | Role::Unionmount)
+            && !matches!(self.role, Role::FuseOverlayfs1 | Role::FuseOverlayfs2)
         {
             format!("{base} volatile")
         } else {
