@@ -43,17 +43,7 @@ struct ImageMount {
 
 impl ImageMount {
     fn new(t: &Path) -> ImageMount {
-        let store = t.join("oci");
-        std::fs::create_dir_all(&store).unwrap();
-        let st = Command::new("tar")
-            .arg("-xpf")
-            .arg(common::fixture_dir().join("oci-layout.tar"))
-            .arg("-C")
-            .arg(&store)
-            .status()
-            .unwrap();
-        assert!(st.success());
-        ImageMount { store, cache: t.join("cache") }
+        ImageMount { store: common::extract_fixture("oci-layout", t), cache: t.join("cache") }
     }
 
     /// Mount `tiny:app` at `mnt` (created) with `extra` arguments before the image.
@@ -319,17 +309,7 @@ fn help_and_forgotten_arguments() {
 fn fixture_stores(t: &Path) -> Vec<(String, PathBuf)> {
     let mut v = Vec::new();
     for name in ["docker-root", "containers-storage", "oci-layout"] {
-        let d = t.join(name);
-        std::fs::create_dir_all(&d).unwrap();
-        let st = Command::new("tar")
-            .args(["--xattrs", "--xattrs-include=*", "-xpf"])
-            .arg(common::fixture_dir().join(format!("{name}.tar")))
-            .arg("-C")
-            .arg(&d)
-            .status()
-            .unwrap();
-        assert!(st.success());
-        v.push((name.to_string(), d));
+        v.push((name.to_string(), common::extract_fixture(name, t)));
     }
     v.push(("docker-save".into(), common::fixture_dir().join("docker-save.tar")));
     v

@@ -8,19 +8,7 @@ use common::tree;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn extract(name: &str, into: &Path) -> PathBuf {
-    let d = into.join(name);
-    std::fs::create_dir_all(&d).unwrap();
-    let st = Command::new("tar")
-        .args(["--xattrs", "--xattrs-include=*", "-xpf"])
-        .arg(common::fixture_dir().join(format!("{name}.tar")))
-        .arg("-C")
-        .arg(&d)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    d
-}
+use common::extract_fixture as extract;
 
 struct Mounted(PathBuf);
 impl Drop for Mounted {

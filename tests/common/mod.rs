@@ -38,3 +38,19 @@ use std::path::PathBuf;
 pub fn fixture_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/tiny-image")
 }
+
+/// Extract the fixture store `NAME.tar` (docker-root, containers-storage, oci-layout)
+/// into `into/NAME`, owners, modes and xattrs kept; returns that directory.
+pub fn extract_fixture(name: &str, into: &std::path::Path) -> PathBuf {
+    let d = into.join(name);
+    std::fs::create_dir_all(&d).unwrap();
+    let st = std::process::Command::new("tar")
+        .args(["--xattrs", "--xattrs-include=*", "-xpf"])
+        .arg(fixture_dir().join(format!("{name}.tar")))
+        .arg("-C")
+        .arg(&d)
+        .status()
+        .unwrap();
+    assert!(st.success(), "extracting the {name} fixture");
+    d
+}
