@@ -12,6 +12,7 @@
 //! public only where those need it, and the few items they need from the others are
 //! re-exported here.
 
+mod cancel;
 mod cmd;
 mod fuse;
 mod inspect;
@@ -21,6 +22,8 @@ mod record;
 
 /// bench/ drives a `LayerStack` directly (micro-benchmarks).
 pub mod layers;
+/// tests/ pull from a real registry through the library.
+pub mod registry;
 /// tests/ read every store format, parse references and unpack layers.
 pub mod store;
 /// tests/ build whiteouts and opaque markers with `sys::store_ops`.

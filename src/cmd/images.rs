@@ -31,6 +31,9 @@ struct ImagesArgs {
     /// Only this containerd namespace (default: all, moby first)
     #[arg(long)]
     namespace: Option<String>,
+    /// Layer cache whose registry images to list too (default: the usual cache)
+    #[arg(long)]
+    cache: Option<PathBuf>,
     /// Show all images, also those without a name (hidden by default)
     #[arg(short = 'a', long = "all")]
     all: bool,
@@ -139,7 +142,10 @@ type Listed = (Vec<(String, ImageRecord)>, Vec<serde_json::Value>);
 
 fn listed(a: &ImagesArgs) -> Result<Listed, StoreError> {
     let (mut stores, _searched) = stores_for(a.store.as_deref())?;
-    if stores.is_empty() {
+    // Registry images already pulled into the cache (only when no --store names one store).
+    let cache = a.cache.clone().unwrap_or_else(crate::store::default_cache_dir);
+    let pulled = if a.store.is_none() { crate::registry::cached_images(&cache) } else { Vec::new() };
+    if stores.is_empty() && pulled.is_empty() {
         let looked: Vec<String> = default_stores().iter().map(|p| p.display().to_string()).collect();
         return Err(StoreError::Other(format!("no image store found (looked in {}): name one with --store", looked.join(", "))));
     }
@@ -170,6 +176,14 @@ fn listed(a: &ImagesArgs) -> Result<Listed, StoreError> {
             }));
             out.push((s.root().display().to_string(), r));
         }
+    }
+    let root = cache.join("registry");
+    for r in pulled {
+        json.push(serde_json::json!({
+            "store": root, "kind": crate::store::StoreKind::Registry, "id": r.id, "names": r.names,
+            "digests": r.digests, "created": r.created, "layers": r.layer_count, "size": r.size,
+        }));
+        out.push((root.display().to_string(), r));
     }
     Ok((out, json))
 }

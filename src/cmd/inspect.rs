@@ -8,7 +8,7 @@
 use super::format::human_size;
 use super::{Error, emit, parse};
 use crate::record::{MountRecord, Mountpoint, RecordError};
-use crate::store::{StoreQuery, resolve_with};
+use crate::store::StoreQuery;
 use clap::Parser;
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -30,6 +30,15 @@ struct InspectArgs {
     /// Platform of a multi-platform image: os/arch[/variant] (default: this machine)
     #[arg(long)]
     platform: Option<String>,
+    /// Fetch a fully qualified name not found locally: never, missing, always
+    #[arg(long, value_parser = |s: &str| crate::registry::PullPolicy::parse(s))]
+    pull: Option<crate::registry::PullPolicy>,
+    /// Verify the registry's TLS certificate (--tls-verify=false to skip)
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    tls_verify: Option<bool>,
+    /// Directory of *.crt CA files and *.cert/*.key client pairs for the registry
+    #[arg(long)]
+    cert_dir: Option<PathBuf>,
     /// Print JSON
     #[arg(long)]
     json: bool,
@@ -50,7 +59,9 @@ pub fn run(args: &[OsString]) -> Result<i32, Error> {
         namespace: a.namespace.clone(),
         platform: a.platform.clone(),
     };
-    let img = resolve_with(&q, false)?;
+    let flags = crate::registry::Flags { pull: a.pull, insecure: a.tls_verify == Some(false), cert_dir: a.cert_dir.clone() };
+    crate::cancel::install();
+    let img = crate::registry::resolve_image(&q, &flags, false)?;
     // The config as the store holds it (docker, containers-storage, OCI layouts).
     let cfg = crate::inspect::oci::base_config_from_store(&img.store, img.id.as_ref()).unwrap_or_default();
     let n = img.layers.len();

@@ -7,8 +7,8 @@
 //! `unionmount[ SUBCOMMAND]: what failed: what to do`.
 //!
 //! Exit codes: 0 success, 1 the command could not do what was asked, 2 usage (clap's own
-//! errors included, folded onto one line). Output goes to stdout; a closed pipe there
-//! (`| head`) is not an error.
+//! errors included, folded onto one line), 130 / 143 stopped by SIGINT / SIGTERM. Output
+//! goes to stdout; a closed pipe there (`| head`) is not an error.
 //!
 //! Invariant: the front end depends only downward (`mount`, `store`, `inspect`, `record`);
 //! nothing below it prints an error or picks an exit code.
@@ -20,6 +20,7 @@ mod inspect;
 mod mount;
 mod mounts;
 mod options;
+mod remote;
 mod which;
 #[cfg(test)]
 mod tests;
@@ -111,7 +112,8 @@ pub fn run() -> i32 {
         }
         Err(Error::Failed(e)) => {
             report(name, &e);
-            1
+            // Stopped by Ctrl-C or SIGTERM: 130 / 143, as a shell expects.
+            crate::cancel::signal().map_or(1, |i| i.exit_code())
         }
     }
 }

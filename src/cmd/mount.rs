@@ -26,7 +26,7 @@ pub const USAGE: &str = "\
 usage: unionmount [-f] [-d] -o lowerdir=TOP:...:BOTTOM[,upperdir=U,workdir=W][,OPT...] [SOURCE] MOUNTPOINT
        unionmount [--store PATH] [--cache DIR] [--upper DIR | --read-only] [-o OPTS]
                   [--namespace NS] [--platform OS/ARCH[/VARIANT]] IMAGE MOUNTPOINT
-       unionmount images [--store PATH] [--namespace NS] [--json]
+       unionmount images [--store PATH] [--namespace NS] [--cache DIR] [--json]
        unionmount inspect IMAGE [--store PATH] [--namespace NS] [--platform P] [--json]
        unionmount diff TARGET [--json]
        unionmount commit TARGET --output FILE [--gzip|--zstd] [--image NAME --oci DIR]
@@ -34,18 +34,44 @@ usage: unionmount [-f] [-d] -o lowerdir=TOP:...:BOTTOM[,upperdir=U,workdir=W][,O
 options (-o): lowerdir= upperdir= workdir= ro volatile fsync=0 fsname= allow_other
   cache_entries=N timeout=SECS threads=N passthrough=auto|all|upper|off whiteout=chardev|whfile store=PATH
   uidmapping=ONDISK:SHOWN:LEN[:...] gidmapping=... squash_to_root squash_to_uid=N squash_to_gid=N
+registry (docker://HOST[:PORT]/REPO[:TAG|@DIGEST] as IMAGE, or a fully qualified name with --pull):
+  --pull=never|missing|always (default: missing for docker://, never otherwise)
+  --tls-verify=false  --cert-dir DIR (*.crt CAs, *.cert + *.key client pairs)  --platform OS/ARCH[/VARIANT]
 unmount with: umount MOUNTPOINT  or  fusermount3 -u MOUNTPOINT";
 
-/// Stores the value of one flag.
-type SetFlag = fn(&mut MountArgs, &OsStr);
+/// Stores the value of one flag (or says why it cannot).
+type SetFlag = fn(&mut MountArgs, &OsStr) -> Result<(), Usage>;
 
 /// Long flags of the mount command that take a value, and where the value goes.
 const VALUE_FLAGS: &[(&str, SetFlag)] = &[
-    ("--store", |m, v| m.opts.store = Some(v.into())),
-    ("--cache", |m, v| m.cache = Some(v.into())),
-    ("--upper", |m, v| m.upper = Some(v.into())),
-    ("--namespace", |m, v| m.namespace = Some(v.to_string_lossy().into_owned())),
-    ("--platform", |m, v| m.platform = Some(v.to_string_lossy().into_owned())),
+    ("--store", |m, v| {
+        m.opts.store = Some(v.into());
+        Ok(())
+    }),
+    ("--cache", |m, v| {
+        m.cache = Some(v.into());
+        Ok(())
+    }),
+    ("--upper", |m, v| {
+        m.upper = Some(v.into());
+        Ok(())
+    }),
+    ("--namespace", |m, v| {
+        m.namespace = Some(v.to_string_lossy().into_owned());
+        Ok(())
+    }),
+    ("--platform", |m, v| {
+        m.platform = Some(v.to_string_lossy().into_owned());
+        Ok(())
+    }),
+    ("--pull", |m, v| {
+        m.remote.pull = Some(super::remote::pull(v)?);
+        Ok(())
+    }),
+    ("--cert-dir", |m, v| {
+        m.remote.cert_dir = Some(v.into());
+        Ok(())
+    }),
 ];
 
 /// Parse the mount command line (argv without the program name).
@@ -64,7 +90,7 @@ pub fn parse_mount(args: &[OsString]) -> Result<Parsed, Usage> {
                 Some(_) => OsStr::from_bytes(&b[name.len() + 1..]),
                 None => it.next().ok_or_else(|| Usage(format!("{name} needs a value")))?.as_os_str(),
             };
-            set(&mut m, value);
+            set(&mut m, value)?;
             continue;
         }
         match b {
@@ -83,6 +109,7 @@ pub fn parse_mount(args: &[OsString]) -> Result<Parsed, Usage> {
                 }
             }
             b"--read-only" => read_only_flag = true,
+            _ if b.starts_with(b"--tls-verify") => m.remote.insecure = !super::remote::tls_verify(b)?,
             _ if b.starts_with(b"-o") && b.len() > 2 => {
                 for opt in split_options(&b[2..]) {
                     apply_option(&mut m.opts, &opt)?;

@@ -32,6 +32,8 @@ pub enum MountError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
+    Registry(#[from] crate::registry::RegistryError),
+    #[error(transparent)]
     Record(#[from] RecordError),
     #[error(transparent)]
     Stack(#[from] StackError),

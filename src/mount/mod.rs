@@ -88,7 +88,9 @@ fn plan(args: &MountArgs) -> Result<Plan, MountError> {
             namespace: args.namespace.clone(),
             platform: args.platform.clone(),
         };
-        let img = crate::store::resolve(&q)?;
+        // Pulling and unpacking can take long: Ctrl-C / SIGTERM stop it, and nothing is mounted.
+        crate::cancel::install();
+        let img = crate::registry::resolve_image(&q, &args.remote, true)?;
         spec.lowers = img.layers.iter().map(|l| l.dir.clone()).collect();
         spec.lower_formats = img.lower_formats();
         if !args.opts.read_only {

@@ -47,6 +47,8 @@ pub struct MountArgs {
     pub namespace: Option<String>,
     /// `--platform os/arch[/variant]`: which image of a multi-platform index.
     pub platform: Option<String>,
+    /// `--pull`, `--tls-verify`, `--cert-dir` (registry images).
+    pub remote: crate::registry::Flags,
 }
 
 impl MountArgs {

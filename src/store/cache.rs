@@ -182,9 +182,10 @@ pub fn ensure(cache: &Path, src: &LayerSource<'_>) -> Result<CachedLayer, StoreE
     let tmp = tmp_root.join(format!("{hex}.{}.{nanos}", std::process::id()));
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new().mode(0o700).create(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
-    if let Err(e) = unpack_into(&tmp, src) {
+    if let Err(e) = crate::cancel::check().map_err(StoreError::Interrupted).and_then(|()| unpack_into(&tmp, src)) {
         let _ = unpack::remove_tree(&tmp);
-        return Err(e);
+        // A signal makes any read or unpack step fail: say why it really stopped.
+        return Err(crate::cancel::signal().map(StoreError::Interrupted).unwrap_or(e));
     }
     let final_dir = entry_path(cache, src.diff_id);
     let mut renamed = std::fs::rename(&tmp, &final_dir);
@@ -211,7 +212,7 @@ fn unpack_into(tmp: &Path, src: &LayerSource<'_>) -> Result<EntryMeta, StoreErro
     let file = &src.file;
     let bad = |d: String| StoreError::corrupt(file, d);
     let name = format!("layer {}", &src.diff_id.hex()[..12]);
-    let raw = (src.open)()?;
+    let raw: Box<dyn Read + '_> = Box::new(crate::cancel::Reader((src.open)()?));
     let blob_algo = src.blob_digest.map_or(Algorithm::Sha256, Digest::algorithm);
     let tap = Tap { inner: VerifyingReader::new(raw, blob_algo), bar: progress(src.size, &name) };
     let mut buf = BufReader::with_capacity(256 << 10, tap);

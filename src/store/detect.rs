@@ -29,6 +29,8 @@ pub enum StoreKind {
     OciLayout,
     Archive,
     Containerd,
+    /// A registry's images kept in the layer cache (`docker://`).
+    Registry,
 }
 
 impl StoreKind {
@@ -38,6 +40,7 @@ impl StoreKind {
             StoreKind::ContainersStorage => "containers-storage",
             StoreKind::OciLayout => "oci-layout",
             StoreKind::Archive => "docker-archive",
+            StoreKind::Registry => "registry",
             StoreKind::Containerd => "containerd",
         }
     }

@@ -27,6 +27,8 @@ pub enum StoreError {
     Store { path: PathBuf, detail: String },
     /// Anything else, already one line.
     Other(String),
+    /// Ctrl-C or SIGTERM stopped the work; what was half written was removed.
+    Interrupted(crate::cancel::Interrupted),
 }
 
 /// Most candidates or suggestions listed in one message.
@@ -72,6 +74,7 @@ impl StoreError {
             ),
             StoreError::Corrupt { file, detail } => format!("corrupt store file {}: {detail}", shown::path(file)),
             StoreError::Store { path, detail } => format!("{}: {detail}", shown::path(path)),
+            StoreError::Interrupted(i) => format!("{i}: nothing was mounted"),
         }
     }
 

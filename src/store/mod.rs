@@ -42,7 +42,9 @@ pub mod docker;
 mod error;
 pub mod json;
 pub mod oci;
+pub mod platform;
 pub mod reference;
+pub mod registry;
 mod select;
 pub mod shown;
 pub mod unpack;
@@ -142,6 +144,9 @@ impl Store {
             StoreKind::ContainersStorage => Store::CStorage(cstorage::CStore::open(path)?),
             StoreKind::OciLayout => Store::Oci(oci::OciStore::new(oci::DirBlobs::open(path)?)),
             StoreKind::Archive => Store::Archive(archive::ArchiveStore::open(path)?),
+            StoreKind::Registry => {
+                return Err(StoreError::Store { path: path.into(), detail: "registry images are named docker://HOST/REPO:TAG".into() });
+            }
             StoreKind::Containerd => Store::Containerd(Box::new(containerd::ContainerdStore::open(&containerd::root_of(path))?)),
         })
     }

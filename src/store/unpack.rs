@@ -368,6 +368,7 @@ pub fn unpack(src: &mut dyn Read, dest: &Path, opts: Options) -> Result<Stats, S
     let mut ar = tar::Archive::new(src);
     let mut ctx = Ctx { dest, opts, dirs: BTreeMap::new(), stats: Stats::default() };
     for e in ar.entries().map_err(|e| format!("bad tar: {}", cause(&e.to_string())))? {
+        crate::cancel::check().map_err(|i| i.to_string())?;
         let e = e.map_err(|e| format!("bad tar: {}", cause(&e.to_string())))?;
         ctx.entry(e)?;
     }
