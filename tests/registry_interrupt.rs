@@ -206,3 +206,50 @@ fn sigint_during_an_unpack_every_store() {
         nothing_left(&cache, &mnt);
     }
 }
+
+/// The digest of the first layer of image `tag` in an OCI layout.
+fn layer_digest(layout: &Path, tag: &str) -> String {
+    let read = |p: PathBuf| -> serde_json::Value { serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap() };
+    let idx = read(layout.join("index.json"));
+    let m = idx["manifests"].as_array().unwrap().iter().find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag).unwrap();
+    let hex = m["digest"].as_str().unwrap().strip_prefix("sha256:").unwrap().to_string();
+    let man = read(layout.join("blobs/sha256").join(hex));
+    man["layers"][0]["digest"].as_str().unwrap().to_string()
+}
+
+/// Two mounts of one image at once into one cache: both succeed, the layer goes over the
+/// wire once (the second waits on the first's locked partial download) and is unpacked once.
+#[test]
+fn two_pulls_at_once_share_one_download() {
+    if skip() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let reg = Registry::start(&t.path().join("reg"), RegAuth::None, None);
+    let layout = big_image(t.path(), 2 << 20);
+    skopeo_copy(&format!("oci:{}:big", layout.display()), &format!("docker://{}/big:1", reg.host()), &["--preserve-digests"]);
+    let layer = layer_digest(&layout, "big");
+    let proxy = Proxy::start(reg.port, 1 << 20);
+    let cache = t.path().join("cache");
+    let r = format!("docker://{}/big:1", proxy.host());
+    let mnts = [t.path().join("m1"), t.path().join("m2")];
+    let children: Vec<Child> = mnts
+        .iter()
+        .map(|m| {
+            std::fs::create_dir_all(m).unwrap();
+            um(t.path()).arg("--cache").arg(&cache).arg(&r).arg(m).spawn().unwrap()
+        })
+        .collect();
+    for c in children {
+        let (code, e) = finish(c);
+        assert_eq!(code, Some(0), "{e}");
+    }
+    for m in &mnts {
+        assert!(common::overlay_harness::is_mounted(m), "{} mounted", m.display());
+        let _ = Command::new("umount").arg(m).status();
+    }
+    assert_eq!(count(cache.join("layers/sha256")), 1, "one layer entry");
+    assert_eq!(partial_bytes(&cache), 0, "no partial left");
+    let gets: Vec<String> = proxy.seen().requests.into_iter().filter(|l| l.contains(&layer)).collect();
+    assert_eq!(gets.len(), 1, "the layer is downloaded once: {gets:?}");
+}
