@@ -66,13 +66,19 @@ fn resolve_target(a: &TargetArgs) -> Result<Target, InspectError> {
             let img = crate::store::resolve(&q)?;
             img.layers
                 .into_iter()
-                .map(|l| LayerRecord { dir: l.dir, diff_id: Some(l.diff_id.to_string()), layer_id: Some(l.layer_id) })
+                .map(|l| LayerRecord {
+                    dir: l.dir,
+                    diff_id: Some(l.diff_id.to_string()),
+                    layer_id: Some(l.layer_id),
+                    whiteouts: l.whiteouts,
+                })
                 .collect()
         }
         None => {
             let mut dirs = a.lower.clone();
             dirs.extend(lowerdirs_from_options(&a.options));
-            dirs.into_iter().map(|dir| LayerRecord { dir, diff_id: None, layer_id: None }).collect()
+            // Directories no store vouches for: either whiteout form (`overlay` rule 3).
+            dirs.into_iter().map(|dir| LayerRecord { dir, diff_id: None, layer_id: None, whiteouts: Default::default() }).collect()
         }
     };
     Target::upper_dir(upper, lowers)
@@ -92,7 +98,7 @@ struct DiffArgs {
 pub fn run_diff(args: &[OsString]) -> Result<i32, Error> {
     let a: DiffArgs = parse("diff", args)?;
     let t = resolve_target(&a.target)?;
-    let changes = diff::changes(&t.upper, &t.lower_dirs(), t.lowers_known)?;
+    let changes = diff::changes(&t.upper, &t.lowers, t.lowers_known)?;
     emit_with(|out| if a.json { diff::write_json(out, &changes) } else { diff::write_text(out, &changes) })?;
     Ok(0)
 }
@@ -256,10 +262,10 @@ fn commit_target(a: &CommitArgs, output: Option<&Output>) -> Result<Committed, E
     let t = resolve_target(&a.target)?;
     let (Some(dir), Some(name)) = (&a.oci, &a.image) else {
         let blob = match output.ok_or_else(|| Usage::new("--output FILE is required"))? {
-            Output::File(f) => commit::write_layer(&t.upper, f, comp, "upper")?,
+            Output::File(f) => commit::write_upper(&t.upper, f, comp)?,
             out @ Output::Stdout => {
                 let tmp = TempFile(std::env::temp_dir().join(format!("unionmount-commit-{}.tar", std::process::id())));
-                let blob = commit::write_layer(&t.upper, &tmp.0, comp, "upper")?;
+                let blob = commit::write_upper(&t.upper, &tmp.0, comp)?;
                 deliver(&tmp.0, out)?;
                 blob
             }
@@ -293,7 +299,7 @@ fn commit_target(a: &CommitArgs, output: Option<&Output>) -> Result<Committed, E
     for (i, l) in t.lowers.iter().rev().enumerate() {
         let tmp = oci::temp_blob(&blobs, i);
         let what = format!("layer {}/{}", i + 1, n);
-        let blob = commit::write_layer(&l.dir, &tmp, comp, &what)?;
+        let blob = commit::write_layer(l, &tmp, comp, &what)?;
         oci::adopt(&blobs, &tmp, &blob.digest)?;
         if let Some(orig) = l.diff_id.as_ref().filter(|d| **d != blob.diff_id) {
             log::info!("layer {} re-serialised: diff_id {} (store had {orig})", i + 1, blob.diff_id);
@@ -305,14 +311,14 @@ fn commit_target(a: &CommitArgs, output: Option<&Output>) -> Result<Committed, E
         layers.push(oci::ImageLayer { blob, created_by });
     }
     let tmp = oci::temp_blob(&blobs, n);
-    let blob = commit::write_layer(&t.upper, &tmp, comp, "upper")?;
+    let blob = commit::write_upper(&t.upper, &tmp, comp)?;
     if let Some(out) = output {
         deliver(&tmp, out)?;
     }
     oci::adopt(&blobs, &tmp, &blob.digest)?;
     layers.push(oci::ImageLayer { blob: blob.clone(), created_by: "unionmount commit".into() });
     let manifest = oci::write_image(dir, &blobs, name, &layers, base.as_ref())?;
-    Ok(Committed { blob, image: Some((name.clone(), manifest, dir.clone())) })
+    Ok(Committed { blob, image: Some((name.clone(), manifest.to_string(), dir.clone())) })
 }
 
 #[cfg(test)]

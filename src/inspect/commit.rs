@@ -1,14 +1,17 @@
 //! Writing a layer directory as an OCI layer tar (the `commit` job).
 //!
-//! Entry by entry (see `layer` for how a directory is read):
+//! The layer is read through `union::view` with its declared whiteout forms (see
+//! `layer`), so what is written is what a mount of it serves. Entry by entry:
 //! - directories, regular files, symlinks, char/block devices and fifos keep their
 //!   numeric owner, permission bits (incl. setuid/setgid/sticky), mtime (seconds;
 //!   negative ones become 0) and content xattrs, the latter as PAX
 //!   `SCHILY.xattr.NAME` records in an `x` header before the entry;
 //!   overlay-private xattrs (`trusted.overlay.*`, `user.overlay.*`) are dropped;
 //! - a whiteout (char 0/0, or `.wh.NAME` already) becomes an empty regular file
-//!   `.wh.NAME` (mode 0600 for a char-dev whiteout, owner and mtime kept);
-//! - an opaque directory gets `DIR/.wh..wh..opq` right after the directory;
+//!   `.wh.NAME` (mode 0600 for a char-dev whiteout, owner and mtime kept); a `.wh.`
+//!   name that means nothing in its layer is left out, as the mount leaves it out;
+//! - an opaque directory (the layer root included) gets `DIR/.wh..wh..opq` right
+//!   after the directory;
 //! - a non-directory with more than one link is written in full the first time
 //!   (in walk order) and as a tar hard link to that path afterwards;
 //! - sockets cannot be represented in a tar and are skipped with a warning;
@@ -23,16 +26,18 @@
 //! would be corrupt); one that grows is cut at the size first seen. Output goes to
 //! a temporary file renamed into place, so a failed commit leaves no partial file.
 
-use super::layer::{Dir, Entry, Kind};
-use crate::overlay::{self, OPAQUE_MARKER, WH_PREFIX};
+use super::InspectError;
+use super::layer::{Dir, Kind, LayerEntry, StackView, What, open_view};
+use crate::overlay::{OPAQUE_MARKER, WH_PREFIX};
+use crate::record::LayerRecord;
+use crate::store::digest::{Algorithm, Digest, Hasher};
+use crate::sys::fs::Stat;
 use indicatif::{ProgressBar, ProgressStyle};
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::ffi::OsStr;
-use std::fs::{File, Metadata};
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
 use std::io::{self, IsTerminal, Read, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use tar::{EntryType, Header};
 
@@ -60,41 +65,33 @@ impl Compression {
 /// What was written: the uncompressed tar's identity and the blob's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LayerBlob {
-    /// `sha256:` of the uncompressed tar.
-    pub diff_id: String,
+    /// Digest of the uncompressed tar.
+    pub diff_id: Digest,
     /// Size of the uncompressed tar.
     pub size: u64,
-    /// `sha256:` of the file written (equal to diff_id when uncompressed).
-    pub digest: String,
+    /// Digest of the file written (equal to diff_id when uncompressed).
+    pub digest: Digest,
     /// Size of the file written.
     pub blob_size: u64,
     pub compression: Compression,
 }
 
-/// A writer that hashes and counts what passes through it.
+/// A writer that hashes (sha256) and counts what passes through it.
 pub struct HashWriter<W> {
     inner: W,
-    hasher: Sha256,
+    hasher: Hasher,
     count: u64,
 }
 
 impl<W: Write> HashWriter<W> {
     pub fn new(inner: W) -> Self {
-        HashWriter { inner, hasher: Sha256::new(), count: 0 }
+        HashWriter { inner, hasher: Algorithm::Sha256.hasher(), count: 0 }
     }
 
-    /// `("sha256:<hex>", byte count)` and the inner writer.
-    pub fn finish(self) -> (String, u64, W) {
-        (sha256_string(&self.hasher.finalize()), self.count, self.inner)
+    /// The digest and byte count of what was written, and the inner writer.
+    pub fn finish(self) -> (Digest, u64, W) {
+        (self.hasher.finish(), self.count, self.inner)
     }
-}
-
-pub fn sha256_string(d: &[u8]) -> String {
-    let mut s = String::from("sha256:");
-    for b in d {
-        s.push_str(&format!("{b:02x}"));
-    }
-    s
 }
 
 impl<W: Write> Write for HashWriter<W> {
@@ -151,24 +148,25 @@ impl<W: Write> Write for Sink<W> {
     }
 }
 
-/// Write layer directory `root` as a (possibly compressed) tar file at `dest`.
-/// `what` names the layer in the progress bar.
-pub fn write_layer(root: &Path, dest: &Path, comp: Compression, what: &str) -> io::Result<LayerBlob> {
+/// Write the upper directory `upper` of a mount as a (possibly compressed) tar file
+/// at `dest`. An upper directory may hold either whiteout form (`overlay` rule 3).
+pub fn write_upper(upper: &Path, dest: &Path, comp: Compression) -> Result<LayerBlob, InspectError> {
+    let layer = LayerRecord { dir: upper.to_path_buf(), diff_id: None, layer_id: None, whiteouts: Default::default() };
+    write_layer(&layer, dest, comp, "upper")
+}
+
+/// Write layer `layer` (its directory, read with its declared whiteout forms) as a
+/// (possibly compressed) tar file at `dest`. `what` names the layer in the progress bar.
+pub fn write_layer(layer: &LayerRecord, dest: &Path, comp: Compression, what: &str) -> Result<LayerBlob, InspectError> {
     let tmp = tmp_beside(dest);
-    let res = write_layer_to(root, &tmp, comp, what);
-    match res {
-        Ok(b) => match std::fs::rename(&tmp, dest) {
-            Ok(()) => Ok(b),
-            Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
-                Err(io::Error::new(e.kind(), format!("{}: {e}", dest.display())))
-            }
-        },
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            Err(e)
-        }
+    let res = write_layer_to(layer, &tmp, comp, what).and_then(|b| {
+        std::fs::rename(&tmp, dest).map_err(InspectError::io(dest))?;
+        Ok(b)
+    });
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
     }
+    res
 }
 
 /// A temporary name in the same directory as `dest`.
@@ -180,39 +178,44 @@ pub fn tmp_beside(dest: &Path) -> PathBuf {
     dest.with_file_name(OsStr::from_bytes(&t))
 }
 
-fn write_layer_to(root: &Path, tmp: &Path, comp: Compression, what: &str) -> io::Result<LayerBlob> {
-    let file = File::create(tmp).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", tmp.display())))?;
+fn write_layer_to(layer: &LayerRecord, tmp: &Path, comp: Compression, what: &str) -> Result<LayerBlob, InspectError> {
+    let file = File::create(tmp).map_err(InspectError::io(tmp))?;
     let blob = HashWriter::new(io::BufWriter::with_capacity(1 << 20, file));
-    let tarw = HashWriter::new(Sink::new(blob, comp)?);
-    let bar = progress_for(root, what)?;
-    let tarw = write_tar(root, tarw, bar.as_ref())?;
+    let tarw = HashWriter::new(Sink::new(blob, comp).map_err(InspectError::io(tmp))?);
+    let view = open_view(None, std::slice::from_ref(layer))?;
+    let bar = progress_for(&view, what)?;
+    let tarw = write_tar(&view, tarw, bar.as_ref(), tmp)?;
     if let Some(b) = bar {
         b.finish_and_clear();
     }
     let (diff_id, size, sink) = tarw.finish();
-    let (digest, blob_size, buf) = sink.finish()?.finish();
-    let file = buf.into_inner().map_err(|e| e.into_error())?;
-    file.sync_all()?;
+    let finish = || -> io::Result<(Digest, u64, File)> {
+        let (digest, blob_size, buf) = sink.finish()?.finish();
+        let file = buf.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        Ok((digest, blob_size, file))
+    };
+    let (digest, blob_size, _) = finish().map_err(InspectError::io(tmp))?;
     Ok(LayerBlob { diff_id, size, digest, blob_size, compression: comp })
 }
 
 /// A progress bar for a large layer when stderr is a terminal.
-fn progress_for(root: &Path, what: &str) -> io::Result<Option<ProgressBar>> {
+fn progress_for(view: &StackView, what: &str) -> Result<Option<ProgressBar>, InspectError> {
     if !io::stderr().is_terminal() {
         return Ok(None);
     }
-    fn total(dir: &Dir) -> io::Result<u64> {
+    fn total(view: &StackView, dir: &Dir) -> Result<u64, InspectError> {
         let mut sum = 0;
-        for e in dir.list()?.entries {
-            match e.kind {
-                Kind::Dir if !e.whiteout => sum += total(&dir.open_dir(&e.name)?)?,
-                Kind::File => sum += e.meta.len(),
+        for e in dir.entries(view)? {
+            match e.what {
+                What::Dir { .. } => sum += total(view, &dir.open_dir(view, &e.name)?)?,
+                What::NonDir if e.st.is_reg() => sum += e.st.size(),
                 _ => {}
             }
         }
         Ok(sum)
     }
-    let n = total(&Dir::open_root(root)?)?;
+    let n = total(view, &Dir::root(view, 0)?)?;
     if n < PROGRESS_THRESHOLD {
         return Ok(None);
     }
@@ -224,37 +227,37 @@ fn progress_for(root: &Path, what: &str) -> io::Result<Option<ProgressBar>> {
     Ok(Some(bar))
 }
 
-/// Write the tar of layer directory `root` into `w` (finishing the archive) and
-/// hand `w` back.
-pub fn write_tar<W: Write>(root: &Path, w: W, bar: Option<&ProgressBar>) -> io::Result<W> {
-    let dir = Dir::open_root(root)?;
-    let meta = std::fs::metadata(root)?;
-    let root_opaque = super::layer::xattrs_of(root)?
-        .iter()
-        .any(|(k, v)| overlay::is_opaque_xattr(k.as_bytes()) && overlay::is_opaque_value(v));
-    let mut t = TarWalk { b: tar::Builder::new(w), links: HashMap::new(), bar, sockets: 0 };
-    t.dir(&dir, b"", root_opaque, &meta)?;
+/// Write the tar of the one layer of `view` into `w` (finishing the archive) and
+/// hand `w` back; write errors are reported on `dest`.
+fn write_tar<W: Write>(view: &StackView, w: W, bar: Option<&ProgressBar>, dest: &Path) -> Result<W, InspectError> {
+    let root = Dir::root(view, 0)?;
+    let st = root.stat()?;
+    let mut t = TarWalk { view, b: tar::Builder::new(w), dest, links: HashMap::new(), bar, sockets: 0 };
+    t.dir(&root, b"", root.is_opaque(view), &st)?;
     if t.sockets > 0 {
-        log::warn!("{}: {} socket(s) skipped (a tar cannot hold sockets)", root.display(), t.sockets);
+        log::warn!("{}: {} socket(s) skipped (a tar cannot hold sockets)", root.shown().display(), t.sockets);
     }
-    t.b.into_inner()
+    t.b.into_inner().map_err(InspectError::io(dest))
 }
 
 struct TarWalk<'a, W: Write> {
+    view: &'a StackView,
     b: tar::Builder<W>,
+    /// Where the tar goes (named in write errors).
+    dest: &'a Path,
     /// (dev, ino) of multiply-linked entries -> tar path first written.
     links: HashMap<(u64, u64), Vec<u8>>,
     bar: Option<&'a ProgressBar>,
     sockets: u64,
 }
 
-fn header(meta: &Metadata, ty: EntryType) -> Header {
+fn header(st: &Stat, ty: EntryType) -> Header {
     let mut h = Header::new_gnu();
     h.set_entry_type(ty);
-    h.set_mode(meta.mode() & 0o7777);
-    h.set_uid(meta.uid() as u64);
-    h.set_gid(meta.gid() as u64);
-    h.set_mtime(meta.mtime().max(0) as u64);
+    h.set_mode(st.mode() & 0o7777);
+    h.set_uid(st.uid() as u64);
+    h.set_gid(st.gid() as u64);
+    h.set_mtime(st.mtime().0.max(0) as u64);
     h.set_size(0);
     // Zero device numbers (not empty fields) on every entry, as GNU tar does.
     let _ = h.set_device_major(0);
@@ -282,104 +285,114 @@ pub fn pax_record(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
 }
 
 impl<W: Write> TarWalk<'_, W> {
-    fn pax_xattrs(&mut self, e: &Entry) -> io::Result<()> {
-        if e.xattrs.is_empty() {
+    /// Append a header and its data, naming the output in an error.
+    fn append(&mut self, h: &mut Header, path: &[u8], data: impl Read) -> Result<(), InspectError> {
+        self.b.append_data(h, as_path(path), data).map_err(InspectError::io(self.dest))
+    }
+
+    fn append_link(&mut self, h: &mut Header, path: &[u8], target: &Path) -> Result<(), InspectError> {
+        self.b.append_link(h, as_path(path), target).map_err(InspectError::io(self.dest))
+    }
+
+    fn pax_xattrs(&mut self, xattrs: &[(OsString, Vec<u8>)]) -> Result<(), InspectError> {
+        if xattrs.is_empty() {
             return Ok(());
         }
         let mut data = Vec::new();
-        for (k, v) in &e.xattrs {
+        for (k, v) in xattrs {
             let mut key = b"SCHILY.xattr.".to_vec();
             key.extend_from_slice(k.as_bytes());
             pax_record(&mut data, &key, v);
         }
         let mut h = Header::new_ustar();
         h.set_entry_type(EntryType::XHeader);
-        h.set_path("PaxHeader")?;
+        h.set_path("PaxHeader").map_err(InspectError::io(self.dest))?;
         h.set_mode(0o644);
         h.set_size(data.len() as u64);
         h.set_cksum();
-        self.b.append(&h, data.as_slice())
+        self.b.append(&h, data.as_slice()).map_err(InspectError::io(self.dest))
     }
 
-    fn empty_file(&mut self, meta: &Metadata, mode: u32, path: &[u8]) -> io::Result<()> {
-        let mut h = header(meta, EntryType::Regular);
+    fn empty_file(&mut self, st: &Stat, mode: u32, path: &[u8]) -> Result<(), InspectError> {
+        let mut h = header(st, EntryType::Regular);
         h.set_mode(mode);
-        self.b.append_data(&mut h, as_path(path), io::empty())
+        self.append(&mut h, path, io::empty())
     }
 
-    fn dir(&mut self, dir: &Dir, prefix: &[u8], opaque: bool, meta: &Metadata) -> io::Result<()> {
-        let listing = dir.list()?;
-        if opaque || listing.opaque_marker {
+    fn dir(&mut self, dir: &Dir, prefix: &[u8], opaque: bool, st: &Stat) -> Result<(), InspectError> {
+        if opaque {
             let mut p = prefix.to_vec();
             p.extend_from_slice(OPAQUE_MARKER.to_bytes());
-            self.empty_file(meta, meta.mode() & 0o777, &p)?;
+            self.empty_file(st, st.mode() & 0o777, &p)?;
         }
-        for e in &listing.entries {
-            if let Some(k) = e.special.first() {
-                return Err(super::diff::unsupported(dir, &e.name, k));
+        for e in dir.entries(self.view)? {
+            self.entry(dir, prefix, &e)?;
+        }
+        Ok(())
+    }
+
+    fn entry(&mut self, dir: &Dir, prefix: &[u8], e: &LayerEntry) -> Result<(), InspectError> {
+        let mut path = prefix.to_vec();
+        path.extend_from_slice(e.name.as_bytes());
+        let kind = Kind::of(&e.st);
+        if e.what == What::Whiteout {
+            let mut p = prefix.to_vec();
+            p.extend_from_slice(WH_PREFIX);
+            p.extend_from_slice(e.name.as_bytes());
+            let mode = if kind == Kind::CharDev { 0o600 } else { e.st.mode() & 0o7777 };
+            return self.empty_file(&e.st, mode, &p);
+        }
+        if kind == Kind::Socket {
+            self.sockets += 1;
+            return Ok(());
+        }
+        let xattrs = dir.xattrs(&e.name)?;
+        if kind != Kind::Dir && e.st.nlink() > 1 {
+            let key = (e.st.dev(), e.st.ino());
+            if let Some(first) = self.links.get(&key) {
+                let first = first.clone();
+                let mut h = header(&e.st, EntryType::Link);
+                self.pax_xattrs(&xattrs)?;
+                return self.append_link(&mut h, &path, as_path(&first));
             }
-            let mut path = prefix.to_vec();
-            path.extend_from_slice(e.name.as_bytes());
-            if e.whiteout {
-                let mut p = prefix.to_vec();
-                p.extend_from_slice(WH_PREFIX);
-                p.extend_from_slice(e.name.as_bytes());
-                let mode = if e.kind == Kind::CharDev { 0o600 } else { e.meta.mode() & 0o7777 };
-                self.empty_file(&e.meta, mode, &p)?;
-                continue;
+            self.links.insert(key, path.clone());
+        }
+        self.pax_xattrs(&xattrs)?;
+        match kind {
+            Kind::Dir => {
+                let mut h = header(&e.st, EntryType::Directory);
+                self.append(&mut h, &path, io::empty())?;
+                let child = dir.open_dir(self.view, &e.name)?;
+                path.push(b'/');
+                self.dir(&child, &path, e.what == What::Dir { opaque: true }, &e.st)?;
             }
-            if e.kind == Kind::Socket {
-                self.sockets += 1;
-                continue;
+            Kind::File => {
+                let mut h = header(&e.st, EntryType::Regular);
+                h.set_size(e.st.size());
+                let file = dir.open_file(&e.name)?;
+                let shown = dir.shown().join(&e.name);
+                let r = Exact { file, left: e.st.size(), bar: self.bar, shown };
+                self.append(&mut h, &path, io::BufReader::with_capacity(256 << 10, r))?;
             }
-            if e.kind != Kind::Dir && e.meta.nlink() > 1 {
-                let key = (e.meta.dev(), e.meta.ino());
-                if let Some(first) = self.links.get(&key) {
-                    let first = first.clone();
-                    let mut h = header(&e.meta, EntryType::Link);
-                    self.pax_xattrs(e)?;
-                    self.b.append_link(&mut h, as_path(&path), as_path(&first))?;
-                    continue;
-                }
-                self.links.insert(key, path.clone());
+            Kind::Symlink => {
+                let target = dir.read_link(&e.name)?;
+                let mut h = header(&e.st, EntryType::Symlink);
+                self.append_link(&mut h, &path, Path::new(&target))?;
             }
-            self.pax_xattrs(e)?;
-            match e.kind {
-                Kind::Dir => {
-                    let mut h = header(&e.meta, EntryType::Directory);
-                    self.b.append_data(&mut h, as_path(&path), io::empty())?;
-                    let child = dir.open_dir(&e.name)?;
-                    path.push(b'/');
-                    self.dir(&child, &path, e.opaque, &e.meta)?;
-                }
-                Kind::File => {
-                    let mut h = header(&e.meta, EntryType::Regular);
-                    h.set_size(e.meta.len());
-                    let file = dir.open_file(&e.name)?;
-                    let shown = dir.shown().join(&e.name);
-                    let r = Exact { file, left: e.meta.len(), bar: self.bar, shown };
-                    let r = io::BufReader::with_capacity(256 << 10, r);
-                    self.b.append_data(&mut h, as_path(&path), r)?;
-                }
-                Kind::Symlink => {
-                    let target = dir.read_link(&e.name)?;
-                    let mut h = header(&e.meta, EntryType::Symlink);
-                    self.b.append_link(&mut h, as_path(&path), Path::new(&target))?;
-                }
-                Kind::CharDev | Kind::BlockDev => {
-                    let ty = if e.kind == Kind::CharDev { EntryType::Char } else { EntryType::Block };
-                    let mut h = header(&e.meta, ty);
-                    let rdev = e.meta.rdev() as libc::dev_t;
-                    h.set_device_major(libc::major(rdev))?;
-                    h.set_device_minor(libc::minor(rdev))?;
-                    self.b.append_data(&mut h, as_path(&path), io::empty())?;
-                }
-                Kind::Fifo => {
-                    let mut h = header(&e.meta, EntryType::Fifo);
-                    self.b.append_data(&mut h, as_path(&path), io::empty())?;
-                }
-                Kind::Socket => {}
+            Kind::CharDev | Kind::BlockDev => {
+                let ty = if kind == Kind::CharDev { EntryType::Char } else { EntryType::Block };
+                let mut h = header(&e.st, ty);
+                let rdev = e.st.rdev() as libc::dev_t;
+                let dev = |r: io::Result<()>| r.map_err(|_| dir.err(&e.name, crate::sys::Errno::ERANGE));
+                dev(h.set_device_major(libc::major(rdev)))?;
+                dev(h.set_device_minor(libc::minor(rdev)))?;
+                self.append(&mut h, &path, io::empty())?;
             }
+            Kind::Fifo => {
+                let mut h = header(&e.st, EntryType::Fifo);
+                self.append(&mut h, &path, io::empty())?;
+            }
+            Kind::Socket => {}
         }
         Ok(())
     }

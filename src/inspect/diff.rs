@@ -19,6 +19,10 @@
 //!   the lower one's contents). Docker (moby `OverlayChanges`) reports such a directory itself as
 //!   `D` although it still exists; we report what a user sees instead.
 //!
+//! The upper directory and the lowers are read through `union::view` (the mount's
+//! lookup and listing, each layer with its declared whiteout forms), so a change is
+//! reported exactly where the mounted tree differs from its lowers.
+//!
 //! Invariant: the list is sorted component-wise (a directory comes right before
 //! its contents), and holds each path once.
 //!
@@ -27,12 +31,16 @@
 //! invalid UTF-8) and, only when the path is not UTF-8, `path_bytes` holds its
 //! bytes as an array of numbers.
 
-use super::layer::{Dir, Kind, Stack};
+use super::InspectError;
+use super::layer::{Dir, Kind, StackView, What, open_view};
+use crate::record::LayerRecord;
+use crate::union::inode::DirLayer;
+use crate::union::resolve::Resolved;
+use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::io::{self, Write};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::Path;
 
 /// `A`, `C` or `D`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,16 +67,19 @@ pub struct Change {
     pub path: Vec<u8>,
 }
 
-/// Compute the changes `upper` makes over `lowers` (top first). With
-/// `lowers_known == false` the lowers are unknown (see the module docs).
-pub fn changes(upper: &Path, lowers: &[PathBuf], lowers_known: bool) -> io::Result<Vec<Change>> {
-    let root = Dir::open_root(upper)?;
-    let stack = Stack::roots(lowers, 0)?;
+/// Compute the changes `upper` makes over `lowers` (top first, each read with its
+/// declared whiteout forms). With `lowers_known == false` the lowers are unknown
+/// (see the module docs).
+pub fn changes(upper: &Path, lowers: &[LayerRecord], lowers_known: bool) -> Result<Vec<Change>, InspectError> {
+    let view = open_view(Some(upper), lowers)?;
+    let root = Dir::root(&view, 0)?;
+    let lower = view.merged_root(1).map_err(|e| root.err(OsStr::new(""), e))?;
     let mut out = Vec::new();
-    let cut = super::layer::root_is_opaque(&root, upper)?;
-    walk(&root, &stack, cut, lowers_known, &[], &mut out)?;
+    let cut = root.is_opaque(&view);
+    let w = Walk { view: &view, known: lowers_known };
+    w.walk(&root, &lower, cut, &[], &mut out)?;
     if cut {
-        deleted_under_opaque(&root, &stack, &[], &mut out)?;
+        w.deleted_under_opaque(&root, &lower, &[], &mut out)?;
     }
     out.sort_by_key(|c| sort_key(&c.path));
     Ok(out)
@@ -86,85 +97,92 @@ fn join(path: &[u8], name: &OsStr) -> Vec<u8> {
     p
 }
 
-/// Walk upper dir `dir` (at `path`) against `lower`, the lower dirs merged at the
-/// same path. `cut`: `dir` is opaque, so `lower` only classifies its entries (A or
-/// C) and every subdirectory is effectively opaque too. Returns whether anything
-/// at or below it changed.
-fn walk(dir: &Dir, lower: &Stack, cut: bool, known: bool, path: &[u8], out: &mut Vec<Change>) -> io::Result<bool> {
-    let listing = dir.list()?;
-    let mut changed = false;
-    for e in &listing.entries {
-        if let Some(k) = e.special.first() {
-            return Err(unsupported(dir, &e.name, k));
-        }
-        let p = join(path, &e.name);
-        let found = if lower.dirs.is_empty() { None } else { Some(lower.lookup(&e.name)?) };
-        let in_lower = found.as_ref().and_then(|f| f.top.as_ref());
-        if e.whiteout {
-            // In an opaque dir, `deleted_under_opaque` reports what is gone.
-            if (in_lower.is_some() && !cut) || !known {
-                out.push(Change { kind: ChangeKind::Deleted, path: p });
+/// The walk of an upper directory (layer 0 of `view`) against its lowers.
+struct Walk<'a> {
+    view: &'a StackView,
+    /// The lowers are known (else every whiteout is `D` and every entry `A`).
+    known: bool,
+}
+
+impl Walk<'_> {
+    /// Walk upper dir `dir` (at `path`) against `lower`, the lower dirs merged at the
+    /// same path. `cut`: `dir` is opaque, so `lower` only classifies its entries (A
+    /// or C) and every subdirectory is effectively opaque too. Returns whether
+    /// anything at or below it changed.
+    fn walk(&self, dir: &Dir, lower: &[DirLayer], cut: bool, path: &[u8], out: &mut Vec<Change>) -> Result<bool, InspectError> {
+        let mut changed = false;
+        for e in dir.entries(self.view)? {
+            let p = join(path, &e.name);
+            let found = if lower.is_empty() {
+                None
+            } else {
+                match self.view.lookup(lower, &e.name).map_err(|x| dir.err(&e.name, x))? {
+                    Resolved::Found(f) => Some(f),
+                    Resolved::Deleted(_) | Resolved::Missing => None,
+                }
+            };
+            if e.what == What::Whiteout {
+                // In an opaque dir, `deleted_under_opaque` reports what is gone.
+                if (found.is_some() && !cut) || !self.known {
+                    out.push(Change { kind: ChangeKind::Deleted, path: p });
+                    changed = true;
+                }
+                continue;
+            }
+            if Kind::of(&e.st) != Kind::Socket {
+                dir.xattrs(&e.name)?; // refuses redirect/metacopy
+            }
+            let Some(f) = found else {
+                out.push(Change { kind: ChangeKind::Added, path: p.clone() });
+                changed = true;
+                if let What::Dir { .. } = e.what {
+                    self.walk(&dir.open_dir(self.view, &e.name)?, &[], false, &p, out)?;
+                }
+                continue;
+            };
+            let What::Dir { opaque } = e.what else {
+                out.push(Change { kind: ChangeKind::Changed, path: p });
+                changed = true;
+                continue;
+            };
+            let child = dir.open_dir(self.view, &e.name)?;
+            let opaque = opaque || cut;
+            let lower_dir = f.st.is_dir();
+            let below: &[DirLayer] = if lower_dir { &f.dirs } else { &[] };
+            let mut sub = self.walk(&child, below, opaque, &p, out)?;
+            if opaque && lower_dir {
+                sub |= self.deleted_under_opaque(&child, &f.dirs, &p, out)?;
+            }
+            let (st, lst) = (&e.st, &f.st);
+            let meta_changed = !lower_dir
+                || st.mode() != lst.mode()
+                || st.uid() != lst.uid()
+                || st.gid() != lst.gid()
+                || st.mtime() != lst.mtime();
+            if meta_changed || sub || opaque {
+                out.push(Change { kind: ChangeKind::Changed, path: p });
                 changed = true;
             }
-            continue;
         }
-        let Some((_, lmeta)) = in_lower else {
-            out.push(Change { kind: ChangeKind::Added, path: p.clone() });
-            changed = true;
-            if e.kind == Kind::Dir {
-                walk(&dir.open_dir(&e.name)?, &Stack::default(), false, true, &p, out)?;
+        Ok(changed)
+    }
+
+    /// `D` for every name the lowers show in opaque upper dir `dir` (at `path`) that
+    /// the upper does not re-create. Returns whether there was any.
+    fn deleted_under_opaque(&self, dir: &Dir, lower: &[DirLayer], path: &[u8], out: &mut Vec<Change>) -> Result<bool, InspectError> {
+        let upper_names: BTreeSet<Vec<u8>> = (dir.entries(self.view)?.into_iter())
+            .filter(|c| c.what != What::Whiteout)
+            .map(|c| c.name.into_vec())
+            .collect();
+        let mut any = false;
+        for n in self.view.list(lower).map_err(|e| dir.err(OsStr::new(""), e))? {
+            if !upper_names.contains(n.name.as_bytes()) {
+                out.push(Change { kind: ChangeKind::Deleted, path: join(path, &n.name) });
+                any = true;
             }
-            continue;
-        };
-        if e.kind != Kind::Dir {
-            out.push(Change { kind: ChangeKind::Changed, path: p });
-            changed = true;
-            continue;
         }
-        let child = dir.open_dir(&e.name)?;
-        let opaque = e.opaque || cut || child.list()?.opaque_marker;
-        let lower_dir = lmeta.is_dir();
-        let empty = Stack::default();
-        let merged = &found.as_ref().map(|f| &f.merged).unwrap_or(&empty);
-        let below = if lower_dir { merged } else { &empty };
-        let mut sub = walk(&child, below, opaque, true, &p, out)?;
-        if opaque && lower_dir {
-            sub |= deleted_under_opaque(&child, merged, &p, out)?;
-        }
-        let meta_changed = !lower_dir
-            || e.meta.mode() != lmeta.mode()
-            || e.meta.uid() != lmeta.uid()
-            || e.meta.gid() != lmeta.gid()
-            || (e.meta.mtime(), e.meta.mtime_nsec()) != (lmeta.mtime(), lmeta.mtime_nsec());
-        if meta_changed || sub || opaque {
-            out.push(Change { kind: ChangeKind::Changed, path: p });
-            changed = true;
-        }
+        Ok(any)
     }
-    Ok(changed)
-}
-
-/// `D` for every name the lowers show in opaque upper dir `dir` (at `path`)
-/// that the upper does not re-create. Returns whether there was any.
-fn deleted_under_opaque(dir: &Dir, lower: &Stack, path: &[u8], out: &mut Vec<Change>) -> io::Result<bool> {
-    let upper_names: std::collections::BTreeSet<Vec<u8>> =
-        dir.list()?.entries.iter().filter(|c| !c.whiteout).map(|c| c.name.as_bytes().to_vec()).collect();
-    let mut any = false;
-    for n in lower.merged_names()? {
-        if !upper_names.contains(n.as_bytes()) {
-            out.push(Change { kind: ChangeKind::Deleted, path: join(path, &n) });
-            any = true;
-        }
-    }
-    Ok(any)
-}
-
-pub(crate) fn unsupported(dir: &Dir, name: &OsStr, xattr: &OsStr) -> io::Error {
-    io::Error::other(format!(
-        "{}: carries {} (overlay redirect_dir/metacopy), which unionmount's inspect tools do not support",
-        dir.shown().join(name).display(),
-        xattr.to_string_lossy()
-    ))
 }
 
 /// Write changes as `docker diff` text.
@@ -226,7 +244,7 @@ mod tests {
         mkdir(&up, "usr");
         let m = std::fs::metadata(lo.join("usr")).unwrap();
         std::fs::File::open(up.join("usr")).unwrap().set_modified(m.modified().unwrap()).unwrap();
-        let c = changes(&up, std::slice::from_ref(&lo), true).unwrap();
+        let c = changes(&up, &records(std::slice::from_ref(&lo)), true).unwrap();
         assert_eq!(
             render(&c),
             vec!["C /etc", "A /etc/new", "C /etc/passwd", "D /etc/hosts", "A /new", "A /new/sub", "A /new/sub/f", "D /old"]
@@ -263,7 +281,7 @@ mod tests {
         write(&up, "d/.wh.a", ""); // redundant in an opaque dir: still one D
         write(&up, "d/b", "new b");
         write(&up, "d/z", "z");
-        let c = changes(&up, &[mid, lo], true).unwrap();
+        let c = changes(&up, &records(&[mid, lo]), true).unwrap();
         assert_eq!(render(&c), vec!["C /d", "D /d/a", "C /d/b", "A /d/z"]);
     }
 
@@ -275,7 +293,7 @@ mod tests {
         write(&lo, "b/c", "c");
         write(&up, ".wh..wh..opq", "");
         write(&up, "b/d", "d");
-        let c = changes(&up, &[lo], true).unwrap();
+        let c = changes(&up, &records(&[lo]), true).unwrap();
         assert_eq!(render(&c), vec!["D /a", "C /b", "D /b/c", "A /b/d"]);
     }
 
@@ -292,7 +310,7 @@ mod tests {
         mkdir(&up, "m");
         chmod(&lo, "m", 0o755);
         chmod(&up, "m", 0o700);
-        let c = changes(&up, &[lo], true).unwrap();
+        let c = changes(&up, &records(&[lo]), true).unwrap();
         assert_eq!(render(&c), vec!["C /d", "C /f", "A /f/inner", "C /m"]);
     }
 

@@ -3,6 +3,7 @@
 //! `RecordError`) together with the path it concerns; `Display` is one line, which
 //! only the front end prints.
 
+use crate::layers::StackError;
 use crate::record::RecordError;
 use crate::store::StoreError;
 use crate::sys::Errno;
@@ -13,9 +14,14 @@ use std::path::{Path, PathBuf};
 pub enum InspectError {
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: io::Error },
-    #[expect(dead_code, reason = "for inspect's walkers, which are moving to Errno")]
     #[error("{}: {errno}", path.display())]
     Sys { path: PathBuf, errno: Errno },
+    /// The layers could not be opened.
+    #[error(transparent)]
+    Stack(StackError),
+    /// An entry carries an overlay xattr that changes its meaning.
+    #[error("{}: carries {xattr} (overlay redirect_dir/metacopy), which unionmount's inspect tools do not support", path.display())]
+    Unsupported { path: PathBuf, xattr: String },
     #[error("{}: invalid JSON: {source}", path.display())]
     Json { path: PathBuf, source: serde_json::Error },
     #[error(transparent)]

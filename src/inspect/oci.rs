@@ -19,9 +19,9 @@
 //! - JSON is written with sorted keys; `created` comes from `SOURCE_DATE_EPOCH`
 //!   when set (then identical inputs give identical digests), else the clock.
 
-use super::commit::{LayerBlob, sha256_string};
+use super::commit::LayerBlob;
+use crate::store::Digest;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -72,9 +72,8 @@ pub fn temp_blob(blobs: &Path, n: usize) -> PathBuf {
 }
 
 /// Move a finished temporary blob to its digest name.
-pub fn adopt(blobs: &Path, tmp: &Path, digest: &str) -> io::Result<()> {
-    let hex = digest.strip_prefix("sha256:").ok_or_else(|| io::Error::other("bad digest"))?;
-    let dest = blobs.join(hex);
+pub fn adopt(blobs: &Path, tmp: &Path, digest: &Digest) -> io::Result<()> {
+    let dest = blobs.join(digest.hex());
     if dest.exists() {
         std::fs::remove_file(tmp).map_err(|e| ctx(e, tmp))
     } else {
@@ -83,9 +82,9 @@ pub fn adopt(blobs: &Path, tmp: &Path, digest: &str) -> io::Result<()> {
 }
 
 /// Store `data` as a blob; returns its descriptor digest and size.
-fn put_blob(blobs: &Path, data: &[u8]) -> io::Result<(String, u64)> {
-    let digest = sha256_string(&Sha256::digest(data));
-    let dest = blobs.join(&digest["sha256:".len()..]);
+fn put_blob(blobs: &Path, data: &[u8]) -> io::Result<(Digest, u64)> {
+    let digest = Digest::sha256_of(data);
+    let dest = blobs.join(digest.hex());
     if !dest.exists() {
         write_atomic(&dest, data)?;
     }
@@ -141,45 +140,19 @@ fn created_now() -> String {
     rfc3339(secs)
 }
 
-/// Standard base64 (RFC 4648, padded).
-fn base64(data: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for c in data.chunks(3) {
-        let n = (u32::from(c[0]) << 16) | (u32::from(*c.get(1).unwrap_or(&0)) << 8) | u32::from(*c.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            if i <= c.len() {
-                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-/// The base image's config JSON from its store, if it can be found where Docker
-/// (`image/overlay2/imagedb/content/sha256/HEX`), containers-storage
-/// (`overlay-images/HEX/=base64("sha256:HEX")`) or an OCI layout
-/// (`blobs/sha256/HEX`) keep it. Only bytes whose sha256 is the image id are
-/// accepted, so a wrong guess can only mean "not found".
+/// The base image's config JSON, asked of the store the mount's image came from
+/// (`store::image_config`: it knows where each format keeps configs, and checks that
+/// the bytes hash to the image id). `None`, logged, when it cannot be had.
 pub fn base_config_from_store(store: &Path, image_id: &str) -> Option<Value> {
-    let hex = image_id.strip_prefix("sha256:").unwrap_or(image_id);
-    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    let candidates = [
-        store.join("image/overlay2/imagedb/content/sha256").join(hex),
-        store.join("overlay-images").join(hex).join(format!("={}", base64(format!("sha256:{hex}").as_bytes()))),
-        store.join("blobs/sha256").join(hex),
-    ];
-    candidates.iter().find_map(|p| {
-        let data = std::fs::read(p).ok()?;
-        if sha256_string(&Sha256::digest(&data)) != format!("sha256:{hex}") {
+    let id = Digest::parse(image_id).ok()?;
+    let bytes = match crate::store::image_config(store, &id) {
+        Ok(b) => b?,
+        Err(e) => {
+            log::debug!("base image config: {e}");
             return None;
         }
-        serde_json::from_slice::<Value>(&data).ok().filter(|v| v.get("rootfs").is_some())
-    })
+    };
+    serde_json::from_slice::<Value>(&bytes).ok().filter(|v| v.get("rootfs").is_some())
 }
 
 /// Write config, manifest and index entry for `layers` (bottom first, blobs
@@ -188,7 +161,7 @@ pub fn base_config_from_store(store: &Path, image_id: &str) -> Option<Value> {
 /// With a `base` config (the image the lower layers came from, whose layers are
 /// all but the last of `layers`), its runtime `config`, platform fields and
 /// history are carried over and one history entry is added for the new layer.
-pub fn write_image(dir: &Path, blobs: &Path, name: &str, layers: &[ImageLayer], base: Option<&Value>) -> io::Result<String> {
+pub fn write_image(dir: &Path, blobs: &Path, name: &str, layers: &[ImageLayer], base: Option<&Value>) -> io::Result<Digest> {
     let created = created_now();
     let ours = |l: &ImageLayer| json!({"created": created, "created_by": l.created_by});
     let mut history: Vec<Value> = layers.iter().map(ours).collect();
@@ -268,6 +241,11 @@ pub fn write_image(dir: &Path, blobs: &Path, name: &str, layers: &[ImageLayer], 
 mod tests {
     use super::*;
 
+    /// A valid digest standing for `label`.
+    fn digest(label: &str) -> Digest {
+        Digest::sha256_of(label.as_bytes())
+    }
+
     #[test]
     fn dates() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
@@ -277,23 +255,18 @@ mod tests {
     }
 
     #[test]
-    fn base64_and_store_config_lookup() {
-        assert_eq!(base64(b""), "");
-        assert_eq!(base64(b"f"), "Zg==");
-        assert_eq!(base64(b"fo"), "Zm8=");
-        assert_eq!(base64(b"foo"), "Zm9v");
-        assert_eq!(base64(b"sha256:"), "c2hhMjU2Og==");
+    fn store_config_lookup() {
         let t = tempfile::tempdir().unwrap();
         let cfg = br#"{"config":{"Cmd":["/bin/sh"]},"rootfs":{"type":"layers","diff_ids":[]}}"#;
-        let id = sha256_string(&Sha256::digest(cfg));
-        let hex = &id[7..];
+        let id = Digest::sha256_of(cfg);
         let d = t.path().join("image/overlay2/imagedb/content/sha256");
         std::fs::create_dir_all(&d).unwrap();
-        std::fs::write(d.join(hex), cfg).unwrap();
-        assert_eq!(base_config_from_store(t.path(), &id).unwrap()["config"]["Cmd"][0], "/bin/sh");
+        std::fs::create_dir_all(t.path().join("image/overlay2/layerdb")).unwrap();
+        std::fs::write(d.join(id.hex()), cfg).unwrap();
+        assert_eq!(base_config_from_store(t.path(), id.as_str()).unwrap()["config"]["Cmd"][0], "/bin/sh");
         // Wrong bytes under the right name are ignored.
-        std::fs::write(d.join(hex), b"{}").unwrap();
-        assert!(base_config_from_store(t.path(), &id).is_none());
+        std::fs::write(d.join(id.hex()), b"{}").unwrap();
+        assert!(base_config_from_store(t.path(), id.as_str()).is_none());
         assert!(base_config_from_store(t.path(), "../../etc/passwd").is_none());
     }
 
@@ -303,9 +276,9 @@ mod tests {
         let blobs = prepare(t.path()).unwrap();
         let layer = |d: &str| ImageLayer {
             blob: LayerBlob {
-                diff_id: d.into(),
+                diff_id: digest(d),
                 size: 1,
-                digest: d.into(),
+                digest: digest(d),
                 blob_size: 1,
                 compression: super::super::commit::Compression::None,
             },
@@ -318,12 +291,12 @@ mod tests {
             "history": [{"created_by": "ENV A=1", "empty_layer": true}, {"created_by": "ADD rootfs"}],
         });
         let m = write_image(t.path(), &blobs, "x", &[layer("sha256:a"), layer("sha256:b")], Some(&base)).unwrap();
-        let man: Value = serde_json::from_slice(&std::fs::read(blobs.join(&m[7..])).unwrap()).unwrap();
+        let man: Value = serde_json::from_slice(&std::fs::read(blobs.join(m.hex())).unwrap()).unwrap();
         let c = man["config"]["digest"].as_str().unwrap();
         let cfg: Value = serde_json::from_slice(&std::fs::read(blobs.join(&c[7..])).unwrap()).unwrap();
         assert_eq!(cfg["config"]["Env"][0], "A=1");
         assert_eq!((cfg["architecture"].as_str(), cfg["variant"].as_str()), (Some("arm64"), Some("v8")));
-        assert_eq!(cfg["rootfs"]["diff_ids"], json!(["sha256:a", "sha256:b"]));
+        assert_eq!(cfg["rootfs"]["diff_ids"], json!([digest("sha256:a"), digest("sha256:b")]));
         let h: Vec<_> = cfg["history"].as_array().unwrap().iter().map(|e| e["created_by"].as_str().unwrap()).collect();
         assert_eq!(h, vec!["ENV A=1", "ADD rootfs", "made sha256:b"]);
         // A base config for a different number of layers is refused.
@@ -343,9 +316,9 @@ mod tests {
         let blobs = prepare(t.path()).unwrap();
         let l = ImageLayer {
             blob: LayerBlob {
-                diff_id: "sha256:00".into(),
+                diff_id: digest("00"),
                 size: 1,
-                digest: "sha256:00".into(),
+                digest: digest("00"),
                 blob_size: 1,
                 compression: super::super::commit::Compression::None,
             },

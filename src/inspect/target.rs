@@ -62,10 +62,6 @@ impl Target {
         Ok(Target { upper: canon, lowers_known: !lowers.is_empty(), lowers, record: None })
     }
 
-    /// The lower layer directories, top first.
-    pub fn lower_dirs(&self) -> Vec<PathBuf> {
-        self.lowers.iter().map(|l| l.dir.clone()).collect()
-    }
 }
 
 /// The unionmount mountpoint above `path` (canonical), if any.

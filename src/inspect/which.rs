@@ -3,21 +3,23 @@
 //! The mount is the nearest ancestor of PATH that is a `fuse.unionmount`
 //! mountpoint (PATH's last component is not followed, so a symlink is reported
 //! itself); crossing another mount on the way up is an error. The path is then
-//! resolved through the recorded layers (upper first, then lowers top first)
-//! component by component as overlayfs does: a whiteout ends the lookup, an
-//! opaque directory stops merging, a non-directory hides everything below it.
+//! resolved through the recorded layers (upper first, then lowers top first, each
+//! read with the whiteout forms the record declares for it) with the mount's own
+//! lookup (`union::view`), so the answer is what the mount serves.
 //!
 //! Reported: the providing layer (`upper`, or `layer N` counted from the bottom,
 //! 1 = base, as in an image's `rootfs.diff_ids`), with its diff_id and directory;
 //! for a directory the lower layers merged into it; and the layers below that hold
 //! the same path but are hidden (by the provider, an opaque directory or a
-//! whiteout). Invariant: the layers are only read, through `layer::Dir` handles.
+//! whiteout). Invariant: the layers are only read, through `union::view`.
 
 use super::InspectError;
-use super::layer::{Dir, Kind, Probe, Stack, probe};
+use super::layer::{Kind, StackView, open_view};
+use crate::layers::LayerIdx;
 use crate::record::{LayerRecord, MountRecord};
+use crate::sys::SysResult;
+use crate::union::resolve::Resolved;
 use std::ffi::{OsStr, OsString};
-use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
@@ -37,61 +39,54 @@ pub struct Resolution {
     pub parent_not_dir: bool,
 }
 
-/// Resolve `rel` (components) through `layers` (top first).
-pub fn resolve(layers: &[PathBuf], rel: &[OsString]) -> io::Result<Resolution> {
-    let mut stack = Stack::roots(layers, 0)?;
+/// Resolve `rel` (components) through the layers of `view` (top first), with the
+/// lookup the mount uses.
+pub fn resolve(view: &StackView, rel: &[OsString]) -> Result<Resolution, InspectError> {
+    let sys = |errno| InspectError::Sys { path: rel.iter().collect(), errno };
+    let mut dirs = view.merged_root(0).map_err(sys)?;
     let mut res = Resolution::default();
     if rel.is_empty() {
-        res.provider = Some(0).filter(|_| !layers.is_empty());
+        res.provider = dirs.first().map(|d| d.0 as usize);
         res.kind = Some(Kind::Dir);
-        res.merged = (1..layers.len()).collect();
+        res.merged = dirs.iter().skip(1).map(|d| d.0 as usize).collect();
         return Ok(res);
     }
     for (i, name) in rel.iter().enumerate() {
-        let l = stack.lookup(name)?;
         let last = i + 1 == rel.len();
-        if last {
-            res.deleted_by = l.whiteout;
-            if let Some((idx, meta)) = &l.top {
-                res.provider = Some(*idx);
-                res.kind = Some(Kind::of(meta));
-                if meta.is_dir() {
-                    res.merged = l.merged.dirs.iter().map(|d| d.0).skip(1).collect();
-                }
+        match view.lookup(&dirs, name).map_err(sys)? {
+            Resolved::Found(f) if last => {
+                res.provider = Some(f.layer as usize);
+                res.kind = Some(Kind::of(&f.st));
+                res.merged = f.dirs.iter().skip(1).map(|d| d.0 as usize).collect();
             }
-            break;
-        }
-        match &l.top {
-            Some((_, meta)) if meta.is_dir() => stack = l.merged,
-            Some(_) => {
+            Resolved::Found(f) if f.st.is_dir() => dirs = f.dirs,
+            Resolved::Found(_) => {
                 res.parent_not_dir = true;
                 return Ok(res);
             }
-            None => {
-                res.deleted_by = l.whiteout;
+            Resolved::Deleted(l) => {
+                res.deleted_by = Some(l as usize);
                 break;
             }
+            Resolved::Missing => break,
         }
     }
     let from = res.provider.or(res.deleted_by).map_or(0, |i| i + 1);
-    for (idx, layer) in layers.iter().enumerate().skip(from) {
-        if !res.merged.contains(&idx) && holds(layer, rel)? {
+    for idx in from..view.len() {
+        if !res.merged.contains(&idx) && holds(view, idx as LayerIdx, rel).map_err(sys)? {
             res.hidden.push(idx);
         }
     }
     Ok(res)
 }
 
-/// Does this one layer hold an entry (not a whiteout) at `rel`?
-fn holds(layer: &Path, rel: &[OsString]) -> io::Result<bool> {
-    let mut dir = Dir::open_root(layer)?;
+/// Does layer `layer` alone hold an entry (not a whiteout) at `rel`?
+fn holds(view: &StackView, layer: LayerIdx, rel: &[OsString]) -> SysResult<bool> {
+    let mut dirs = view.layer_root(layer)?;
     for (i, name) in rel.iter().enumerate() {
-        let p = probe(&dir, name)?;
-        if i + 1 == rel.len() {
-            return Ok(matches!(p, Probe::Dir { .. } | Probe::NonDir { .. }));
-        }
-        match p {
-            Probe::Dir { .. } => dir = dir.open_dir(name)?,
+        match view.lookup(&dirs, name)? {
+            Resolved::Found(_) if i + 1 == rel.len() => return Ok(true),
+            Resolved::Found(f) if f.st.is_dir() => dirs = f.dirs,
             _ => return Ok(false),
         }
     }
@@ -224,9 +219,8 @@ pub fn render(path: &Path, r: &Resolution, shown: &[Shown], json: bool) -> Strin
 pub fn which(path: &Path, json: bool) -> Result<(String, bool), InspectError> {
     let (mp, rel) = locate(path)?;
     let rec = MountRecord::find(&mp)?;
-    let mut dirs: Vec<PathBuf> = rec.upper.iter().cloned().collect();
-    dirs.extend(rec.lowers.iter().map(|l| l.dir.clone()));
-    let r = resolve(&dirs, &rel).map_err(InspectError::io(&mp))?;
+    let view = open_view(rec.upper.as_deref(), &rec.lowers)?;
+    let r = resolve(&view, &rel)?;
     let mut shown_path = mp.clone();
     for c in &rel {
         shown_path.push(OsStr::from_bytes(c.as_bytes()));
@@ -259,33 +253,32 @@ mod tests {
         write(&l[0], "etc/.wh.group", "");
         mkdir(&l[0], "etc");
 
-        let r = resolve(&l, &comps("etc/passwd")).unwrap();
+        let r = resolve(&view(&l), &comps("etc/passwd")).unwrap();
         assert_eq!((r.provider, r.hidden.clone()), (Some(1), vec![2]));
         assert_eq!(r.kind, Some(Kind::File));
 
-        let r = resolve(&l, &comps("etc/group")).unwrap();
+        let r = resolve(&view(&l), &comps("etc/group")).unwrap();
         assert_eq!((r.provider, r.deleted_by, r.hidden.clone()), (None, Some(0), vec![2]));
 
-        let r = resolve(&l, &comps("etc")).unwrap();
+        let r = resolve(&view(&l), &comps("etc")).unwrap();
         assert_eq!((r.provider, r.merged.clone(), r.hidden.clone()), (Some(0), vec![1, 2], vec![]));
 
         // opaque in l2: opt/a of the base is hidden, not merged.
-        let r = resolve(&l, &comps("opt")).unwrap();
+        let r = resolve(&view(&l), &comps("opt")).unwrap();
         assert_eq!((r.provider, r.merged.clone(), r.hidden.clone()), (Some(1), vec![], vec![2]));
-        let r = resolve(&l, &comps("opt/a")).unwrap();
+        let r = resolve(&view(&l), &comps("opt/a")).unwrap();
         assert_eq!((r.provider, r.hidden.clone()), (None, vec![2]));
 
         // a file over a dir: lnk/x does not exist, parent is not a dir.
-        let r = resolve(&l, &comps("lnk/x")).unwrap();
+        let r = resolve(&view(&l), &comps("lnk/x")).unwrap();
         assert!(r.parent_not_dir);
-        let r = resolve(&l, &comps("lnk")).unwrap();
+        let r = resolve(&view(&l), &comps("lnk")).unwrap();
         assert_eq!((r.provider, r.hidden.clone()), (Some(1), vec![2]));
 
-        let shown = labels(Some(&l[0]), &[
-            LayerRecord { dir: l[1].clone(), diff_id: Some("sha256:b".into()), layer_id: None },
-            LayerRecord { dir: l[2].clone(), diff_id: None, layer_id: None },
-        ]);
-        let r = resolve(&l, &comps("etc/passwd")).unwrap();
+        let mut lowers = records(&l[1..]);
+        lowers[0].diff_id = Some("sha256:b".into());
+        let shown = labels(Some(&l[0]), &lowers);
+        let r = resolve(&view(&l), &comps("etc/passwd")).unwrap();
         let text = render(Path::new("/m/etc/passwd"), &r, &shown, false);
         assert!(text.contains("provider  layer 2 sha256:b"), "{text}");
         assert!(text.contains("hides     layer 1 "), "{text}");

@@ -197,13 +197,23 @@ fn fuse_config(args: &MountArgs) -> fuser::Config {
 }
 
 fn make_record(plan: &Plan, whiteout: &str) -> MountRecord {
+    // Each lower's whiteout forms as the stack reads it (`StackSpec::lower_formats`).
+    let whiteouts = |i: usize| plan.spec.lower_formats.get(i).copied().unwrap_or_default();
     let lowers = match &plan.image {
         Some((_, img)) => img
             .layers
             .iter()
-            .map(|l| LayerRecord { dir: l.dir.clone(), diff_id: Some(l.diff_id.to_string()), layer_id: Some(l.layer_id.clone()) })
+            .enumerate()
+            .map(|(i, l)| LayerRecord {
+                dir: l.dir.clone(),
+                diff_id: Some(l.diff_id.to_string()),
+                layer_id: Some(l.layer_id.clone()),
+                whiteouts: whiteouts(i),
+            })
             .collect(),
-        None => plan.spec.lowers.iter().map(|d| LayerRecord { dir: d.clone(), diff_id: None, layer_id: None }).collect(),
+        None => (plan.spec.lowers.iter().enumerate())
+            .map(|(i, d)| LayerRecord { dir: d.clone(), diff_id: None, layer_id: None, whiteouts: whiteouts(i) })
+            .collect(),
     };
     MountRecord {
         mountpoint: plan.mountpoint.clone(),

@@ -23,6 +23,7 @@ mod mountinfo;
 
 pub use mountinfo::{Mountpoint, classify, is_unionmount_mountpoint, mount_fstype};
 
+use crate::overlay::WhiteoutFormat;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::io;
@@ -75,6 +76,10 @@ pub struct LayerRecord {
     /// Chain id / storage layer id when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub layer_id: Option<String>,
+    /// The whiteout forms the layer may hold, as the mount reads it (`overlay` rule 3;
+    /// `either` in records written before this was recorded).
+    #[serde(default)]
+    pub whiteouts: WhiteoutFormat,
 }
 
 /// Everything `diff`, `commit` and `which` need to know about a mount.

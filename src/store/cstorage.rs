@@ -146,6 +146,24 @@ impl CStore {
         Path::new("overlay-images").join(id.path()).join(name)
     }
 
+    /// The config of image `key` (its id in images.json), verified against its digest
+    /// `id`, and the file it was read from; `None` when the store holds none.
+    pub(crate) fn config(&self, key: &StoreId, id: &Digest) -> Result<Option<(Vec<u8>, PathBuf)>, StoreError> {
+        let crel = Self::config_rel(key);
+        let cp = self.root.join(&crel);
+        match self.dir.read_capped(&crel, json::MAX_CONFIG) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::io(&cp, e)),
+            Ok(bytes) => {
+                let got = id.same_algorithm_of(&bytes);
+                if got != *id {
+                    return Err(StoreError::corrupt(&cp, format!("content has digest {got}, expected {id}")));
+                }
+                Ok(Some((bytes, cp)))
+            }
+        }
+    }
+
     /// The chain of layers from `top` down to the base, top first.
     fn chain(&self, image: &str, top: &str, all: &Layers) -> Result<Vec<CsLayer>, StoreError> {
         let lj = self.root.join(LAYERS);
@@ -216,18 +234,9 @@ impl CStore {
             _ => Vec::new(),
         };
         // The config (optional in the store): verify and use for history.
-        let crel = Self::config_rel(&im.id);
-        let cp = self.root.join(&crel);
-        let cfg = match self.dir.read_capped(&crel, json::MAX_CONFIG) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => ImageConfig::default(),
-            Err(e) => return Err(StoreError::io(&cp, e)),
-            Ok(bytes) => {
-                let got = rec.id.same_algorithm_of(&bytes);
-                if got != rec.id {
-                    return Err(StoreError::corrupt(&cp, format!("content has digest {got}, expected {}", rec.id)));
-                }
-                ImageConfig::parse(&bytes, &cp)?
-            }
+        let cfg = match self.config(&im.id, &rec.id)? {
+            None => ImageConfig::default(),
+            Some((bytes, cp)) => ImageConfig::parse(&bytes, &cp)?,
         };
         let history = cfg.layer_history();
         let n = chain.len();

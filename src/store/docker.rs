@@ -136,21 +136,28 @@ impl DockerStore {
         Ok(Listing { images, broken })
     }
 
-    /// Verify and resolve one image's layers.
-    pub fn resolve(&self, rec: &ImageRecord) -> Result<ResolvedImage, StoreError> {
-        let crel = Self::config_rel(&rec.id);
+    /// The config of image `id` (named `image` in messages), verified against the
+    /// id, and the file it was read from.
+    pub(crate) fn config(&self, id: &Digest, image: &str) -> Result<(Vec<u8>, PathBuf), StoreError> {
+        let crel = Self::config_rel(id);
         let cp = self.root.join(&crel);
-        let image = rec.names.first().cloned().unwrap_or_else(|| rec.id.to_string());
         let bytes = match self.dir.read_capped(&crel, super::json::MAX_CONFIG) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(StoreError::LayerMissing { image, layer: "config".into(), file: cp });
+                return Err(StoreError::LayerMissing { image: image.to_string(), layer: "config".into(), file: cp });
             }
             r => r.map_err(|e| StoreError::io(&cp, e))?,
         };
-        let got = rec.id.same_algorithm_of(&bytes);
-        if got != rec.id {
-            return Err(StoreError::corrupt(&cp, format!("content has digest {got}, expected {}", rec.id)));
+        let got = id.same_algorithm_of(&bytes);
+        if got != *id {
+            return Err(StoreError::corrupt(&cp, format!("content has digest {got}, expected {id}")));
         }
+        Ok((bytes, cp))
+    }
+
+    /// Verify and resolve one image's layers.
+    pub fn resolve(&self, rec: &ImageRecord) -> Result<ResolvedImage, StoreError> {
+        let image = rec.names.first().cloned().unwrap_or_else(|| rec.id.to_string());
+        let (bytes, cp) = self.config(&rec.id, &image)?;
         let cfg = ImageConfig::parse(&bytes, &cp)?;
         let diff_ids = cfg.diff_ids();
         let history = cfg.layer_history();

@@ -208,6 +208,22 @@ impl Store {
         }
         Ok(l.images)
     }
+    /// The config of the image with id `id`, verified against it; `None` when the
+    /// store keeps no config of it (or, for `docker save` archives, when the image
+    /// is not found). Used by `commit` to carry a base image's config over.
+    pub(crate) fn config(&self, id: &Digest) -> Result<Option<Vec<u8>>, StoreError> {
+        match self {
+            Store::Docker(s) => s.config(id, id.as_str()).map(|(b, _)| Some(b)),
+            Store::CStorage(s) => match StoreId::parse(id.hex()) {
+                Ok(key) => Ok(s.config(&key, id)?.map(|(b, _)| b)),
+                Err(_) => Ok(None),
+            },
+            // In an OCI layout the image id is the config blob's digest.
+            Store::Oci(s) => s.config_blob(id),
+            Store::Archive(_) => Ok(None),
+        }
+    }
+
     /// The layers of one listed image.
     pub fn resolve(&self, rec: &ImageRecord, ctx: &ResolveCtx) -> Result<ResolvedImage, StoreError> {
         let mut r = match self {
@@ -224,6 +240,12 @@ impl Store {
         }
         Ok(r)
     }
+}
+
+/// The config of image `id` in the store at `path` (any format), verified against the
+/// id; `None` when the store keeps none of it (see [`Store::config`]).
+pub(crate) fn image_config(path: &Path, id: &Digest) -> Result<Option<Vec<u8>>, StoreError> {
+    Store::open(path, detect(path)?)?.config(id)
 }
 
 /// The cache directory: `--cache`, else /var/cache/unionmount for root, else

@@ -198,6 +198,20 @@ impl<B: Blobs> OciStore<B> {
         Ok(b)
     }
 
+    /// The config blob with digest `id` (capped, checked); `None` when absent.
+    pub(crate) fn config_blob(&self, id: &Digest) -> Result<Option<Vec<u8>>, StoreError> {
+        let rel = id.blob_path();
+        if !self.blobs.exists(&rel) {
+            return Ok(None);
+        }
+        let b = self.blobs.read(&rel, MAX_CONFIG)?;
+        let got = id.same_algorithm_of(&b);
+        if got != *id {
+            return Err(StoreError::corrupt(&self.blobs.display(&rel), format!("content has digest {got}, expected {id}")));
+        }
+        Ok(Some(b))
+    }
+
     fn walk(&self, descs: &[Descriptor], names: &[String], depth: usize, out: &mut Vec<Found>) -> Result<(), StoreError> {
         if depth > MAX_DEPTH {
             return Err(StoreError::corrupt(&self.blobs.display(Path::new("index.json")), "indexes nested too deeply"));

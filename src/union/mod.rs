@@ -25,13 +25,14 @@ pub mod readdir;
 pub mod reaper;
 pub mod rename;
 pub mod resolve;
+pub mod view;
 
 use crate::layers::LayerStack;
 use crate::overlay::{self, WhiteoutForm};
 use crate::sys::fs::{self, Stat};
 use crate::sys::{Errno, SysResult};
 use cache::LookupCache;
-use inode::{DirLayer, Held, LayerIdx, NewNode, Node, NodeRef, NodeTable};
+use inode::{Held, NewNode, Node, NodeRef, NodeTable};
 use std::ffi::OsStr;
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
@@ -101,15 +102,8 @@ pub struct UnionFs {
 
 impl UnionFs {
     pub fn new(stack: LayerStack, cfg: Config) -> SysResult<UnionFs> {
-        let mut dirs: Vec<DirLayer> = Vec::new();
-        for (i, l) in stack.layers.iter().enumerate() {
-            let fd = Held::new(fs::open_at(l.root.as_fd(), c".", libc::O_PATH | libc::O_DIRECTORY, 0)?);
-            dirs.push((i as LayerIdx, fd.clone()));
-            if resolve::is_opaque(&stack, i as LayerIdx, fd.as_fd()) {
-                break;
-            }
-        }
-        let (layer, fd) = dirs[0].clone();
+        let dirs = resolve::root_dirs(&stack, 0)?;
+        let (layer, fd) = dirs.first().cloned().ok_or(Errno::EINVAL)?;
         let root = NewNode { parent: 0, name: OsStr::new("."), layer, dir: fd, dirs: Some(dirs.into()) };
         let devs = stack.layers.iter().map(|l| l.dev).collect();
         let reaper = match &stack.upper {
@@ -215,7 +209,7 @@ impl UnionFs {
         let generation = self.cache.begin();
         let dirs = pnode.dirs();
         match resolve::resolve(&self.stack, &dirs, &cname, name)? {
-            resolve::Resolved::Missing => {
+            resolve::Resolved::Missing | resolve::Resolved::Deleted(_) => {
                 self.cache.put(parent, name, None, generation);
                 Err(Errno::ENOENT)
             }

@@ -9,8 +9,11 @@
 //! lookup computes st_ino.
 
 use super::UnionFs;
+use super::held::DirLayer;
 use super::inode::ROOT_INO;
+use crate::layers::{LayerIdx, LayerStack};
 use crate::overlay::{self, Marker};
+use crate::sys::dir::DirEnt;
 use crate::sys::{SysResult, dir, fs};
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
@@ -50,50 +53,11 @@ impl UnionFs {
             DirEntry { name: ".".into(), ino, kind: libc::S_IFDIR },
             DirEntry { name: "..".into(), ino: if parent == 0 { ROOT_INO } else { parent }, kind: libc::S_IFDIR },
         ];
-        let mut seen: HashSet<OsString> = HashSet::new();
-        let last = dirs.len().saturating_sub(1);
-        for (i, (layer, dfd)) in dirs.iter().enumerate() {
-            let entries = dir::read_all(dfd.as_fd())?;
-            // Remember what the listing showed so lookups can skip probes here.
-            let lower = !self.stack.is_upper(*layer);
-            if lower && !dfd.listed() {
-                dfd.learn_listing(entries.iter().map(|e| e.name.as_bytes()), true);
-            }
-            let dev = self.stack.layers[*layer as usize].dev;
-            let format = self.stack.layers[*layer as usize].format;
-            // Whiteouts found in this layer apply to the layers below only.
-            let mut hidden_here: Vec<OsString> = Vec::new();
-            let mut markers = false;
-            for e in entries {
-                if let Some(m) = overlay::marker(e.name.as_bytes(), format) {
-                    markers = true;
-                    if let Marker::Whiteout(target) = m
-                        && i != last
-                    {
-                        hidden_here.push(OsStr::from_bytes(target).to_os_string());
-                    }
-                    continue;
-                }
-                if seen.contains(&e.name) {
-                    continue;
-                }
-                let mut kind = dtype_to_kind(e.dtype);
-                if kind.is_none() || kind == Some(libc::S_IFCHR) {
-                    let Ok(c) = crate::sys::component(&e.name) else { continue };
-                    let Ok(st) = fs::stat_at(dfd.as_fd(), &c) else { continue };
-                    if overlay::is_whiteout(&st) {
-                        seen.insert(e.name);
-                        continue;
-                    }
-                    kind = Some(st.file_type());
-                }
-                let ino = self.nodes.ino_for_raw(*layer, dev, e.ino, self.stack.is_upper(*layer));
-                out.push(DirEntry { name: e.name.clone(), ino, kind: kind.unwrap_or(libc::S_IFREG) });
-                seen.insert(e.name);
-            }
-            seen.extend(hidden_here);
-            dfd.learn_markers(markers);
-        }
+        merge(&self.stack, &dirs, |layer, e, kind| {
+            let dev = self.stack.layers[layer as usize].dev;
+            let ino = self.nodes.ino_for_raw(layer, dev, e.ino, self.stack.is_upper(layer));
+            out.push(DirEntry { name: e.name.clone(), ino, kind });
+        })?;
         Ok(out)
     }
 
@@ -101,4 +65,54 @@ impl UnionFs {
     pub(crate) fn dir_is_empty(&self, ino: u64) -> SysResult<bool> {
         Ok(self.list_dir(ino)?.len() <= 2)
     }
+}
+
+/// Merge the directories `dirs` (top first, as `resolve` found them) into what a
+/// listing shows: `visit(layer, entry, kind)` is called once for each name shown, from
+/// the topmost layer holding it, in layer order and then directory order. Whiteouts
+/// hide the name in the layers below (a marker only there: `overlay` rule 2) and,
+/// like every reserved name, are never visited. Lower directories learn their listing
+/// on the way (name filter, marker knowledge), which spares later lookups probes.
+pub(crate) fn merge(stack: &LayerStack, dirs: &[DirLayer], mut visit: impl FnMut(LayerIdx, &DirEnt, u32)) -> SysResult<()> {
+    let mut seen: HashSet<OsString> = HashSet::new();
+    let last = dirs.len().saturating_sub(1);
+    for (i, (layer, dfd)) in dirs.iter().enumerate() {
+        let entries = dir::read_all(dfd.as_fd())?;
+        if !stack.is_upper(*layer) && !dfd.listed() {
+            dfd.learn_listing(entries.iter().map(|e| e.name.as_bytes()), true);
+        }
+        let format = stack.layers[*layer as usize].format;
+        // Whiteouts found in this layer apply to the layers below only.
+        let mut hidden_here: Vec<OsString> = Vec::new();
+        let mut markers = false;
+        for e in entries {
+            if let Some(m) = overlay::marker(e.name.as_bytes(), format) {
+                markers = true;
+                if let Marker::Whiteout(target) = m
+                    && i != last
+                {
+                    hidden_here.push(OsStr::from_bytes(target).to_os_string());
+                }
+                continue;
+            }
+            if seen.contains(&e.name) {
+                continue;
+            }
+            let mut kind = dtype_to_kind(e.dtype);
+            if kind.is_none() || kind == Some(libc::S_IFCHR) {
+                let Ok(c) = crate::sys::component(&e.name) else { continue };
+                let Ok(st) = fs::stat_at(dfd.as_fd(), &c) else { continue };
+                if overlay::is_whiteout(&st) {
+                    seen.insert(e.name);
+                    continue;
+                }
+                kind = Some(st.file_type());
+            }
+            visit(*layer, &e, kind.unwrap_or(libc::S_IFREG));
+            seen.insert(e.name);
+        }
+        seen.extend(hidden_here);
+        dfd.learn_markers(markers);
+    }
+    Ok(())
 }

@@ -28,7 +28,10 @@ pub struct Found {
 }
 
 pub enum Resolved {
+    /// No layer holds the name.
     Missing,
+    /// A whiteout in this layer ended the search (no layer above holds the name).
+    Deleted(LayerIdx),
     Found(Found),
 }
 
@@ -105,7 +108,7 @@ pub fn is_opaque(stack: &LayerStack, layer: LayerIdx, dir: BorrowedFd<'_>) -> bo
 /// (`overlay` rule 2: the marker deletes the namesakes below, the directory stays).
 /// The marker check costs no system call where the parent is known to hold no
 /// markers or, in a lower layer, not that one, and none in layers that read no markers.
-fn hides_below(stack: &LayerStack, layer: LayerIdx, parent: &Held, dir: BorrowedFd<'_>, key: &Key<'_>) -> bool {
+pub(crate) fn hides_below(stack: &LayerStack, layer: LayerIdx, parent: &Held, dir: BorrowedFd<'_>, key: &Key<'_>) -> bool {
     has_wh_file(stack, layer, parent, key) || is_opaque(stack, layer, dir)
 }
 
@@ -143,13 +146,28 @@ pub fn probe(stack: &LayerStack, layer: LayerIdx, held: &Held, key: &Key<'_>) ->
     }
 }
 
+/// The merged root of the layers from `from` down: their roots, top first, ending at
+/// the first opaque one. Empty when there are none.
+pub fn root_dirs(stack: &LayerStack, from: LayerIdx) -> SysResult<Vec<DirLayer>> {
+    let mut dirs = Vec::new();
+    for (i, l) in stack.layers.iter().enumerate().skip(from as usize) {
+        let fd = Held::new(fs::open_at(l.root.as_fd(), c".", libc::O_PATH | libc::O_DIRECTORY, 0)?);
+        let opaque = is_opaque(stack, i as LayerIdx, fd.as_fd());
+        dirs.push((i as LayerIdx, fd));
+        if opaque {
+            break;
+        }
+    }
+    Ok(dirs)
+}
+
 /// Resolve `name` in the merged directory made of `dirs` (top first).
 pub fn resolve(stack: &LayerStack, dirs: &[DirLayer], cname: &CStr, name: &OsStr) -> SysResult<Resolved> {
     let key = Key::new(cname, name);
     for (i, (layer, dfd)) in dirs.iter().enumerate() {
         match probe(stack, *layer, dfd, &key)? {
             InLayer::Absent => continue,
-            InLayer::Whiteout => return Ok(Resolved::Missing),
+            InLayer::Whiteout => return Ok(Resolved::Deleted(*layer)),
             InLayer::Entry(st, fd) => {
                 let mut merged = Vec::new();
                 if let Some(fd) = fd {

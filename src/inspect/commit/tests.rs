@@ -47,8 +47,8 @@ fn read_tar(r: impl Read) -> Vec<Seen> {
     out
 }
 
-fn sha_file(p: &Path) -> String {
-    sha256_string(&Sha256::digest(std::fs::read(p).unwrap()))
+fn sha_file(p: &Path) -> Digest {
+    Digest::sha256_of(&std::fs::read(p).unwrap())
 }
 
 fn find<'a>(v: &'a [Seen], p: &[u8]) -> &'a Seen {
@@ -84,7 +84,7 @@ fn tar_entries_whiteouts_links_and_digest() {
     let up = t.path().join("up");
     build_upper(&up);
     let out = t.path().join("layer.tar");
-    let b = write_layer(&up, &out, Compression::None, "t").unwrap();
+    let b = write_upper(&up, &out, Compression::None).unwrap();
     assert_eq!(b.diff_id, sha_file(&out));
     assert_eq!(b.digest, b.diff_id);
     assert_eq!(b.size, std::fs::metadata(&out).unwrap().len());
@@ -125,7 +125,7 @@ fn tar_entries_whiteouts_links_and_digest() {
 
     // Deterministic: the same tree gives the same bytes.
     let out2 = t.path().join("again.tar");
-    assert_eq!(write_layer(&up, &out2, Compression::None, "t").unwrap().diff_id, b.diff_id);
+    assert_eq!(write_upper(&up, &out2, Compression::None).unwrap().diff_id, b.diff_id);
 }
 
 #[test]
@@ -133,10 +133,10 @@ fn compressed_blobs_hash_both_streams() {
     let t = tempfile::tempdir().unwrap();
     let up = t.path().join("up");
     write(&up, "x/y", &"data ".repeat(10_000));
-    let plain = write_layer(&up, &t.path().join("p.tar"), Compression::None, "t").unwrap();
+    let plain = write_upper(&up, &t.path().join("p.tar"), Compression::None).unwrap();
     for (c, name) in [(Compression::Gzip, "l.tar.gz"), (Compression::Zstd, "l.tar.zst")] {
         let out = t.path().join(name);
-        let b = write_layer(&up, &out, c, "t").unwrap();
+        let b = write_upper(&up, &out, c).unwrap();
         assert_eq!(b.diff_id, plain.diff_id, "{name}");
         assert_eq!(b.size, plain.size);
         assert_eq!(b.digest, sha_file(&out));
@@ -147,7 +147,7 @@ fn compressed_blobs_hash_both_streams() {
             Compression::Gzip => flate2::read::GzDecoder::new(File::open(&out).unwrap()).read_to_end(&mut raw).unwrap(),
             _ => zstd::stream::read::Decoder::new(File::open(&out).unwrap()).unwrap().read_to_end(&mut raw).unwrap(),
         };
-        assert_eq!(sha256_string(&Sha256::digest(&raw)), b.diff_id);
+        assert_eq!(Digest::sha256_of(&raw), b.diff_id);
         assert_eq!(read_tar(raw.as_slice())[1].data.len(), 50_000);
     }
 }
@@ -168,7 +168,7 @@ fn root_only_entries_owners_devices_overlay_xattrs() {
     assert!(Command::new("mknod").arg(up.join("null")).args(["c", "1", "3"]).status().unwrap().success());
     std::os::unix::fs::chown(up.join("d/keep"), Some(1234), Some(5678)).unwrap();
     let out = t.path().join("l.tar");
-    write_layer(&up, &out, Compression::None, "t").unwrap();
+    write_upper(&up, &out, Compression::None).unwrap();
     let v = read_tar(File::open(&out).unwrap());
     let paths: Vec<&[u8]> = v.iter().map(|s| s.path.as_slice()).collect();
     assert_eq!(paths, vec![&b"d"[..], b"d/.wh..wh..opq", b"d/keep", b".wh.gone", b"null"]);
@@ -201,7 +201,7 @@ fn refuses_redirect_and_metacopy() {
     let up = t.path().join("up");
     write(&up, "f", "");
     xattr::set(up.join("f"), "trusted.overlay.metacopy", b"").unwrap();
-    let e = write_layer(&up, &t.path().join("l.tar"), Compression::None, "t").unwrap_err();
+    let e = write_upper(&up, &t.path().join("l.tar"), Compression::None).unwrap_err();
     assert!(e.to_string().contains("metacopy"), "{e}");
     assert!(!t.path().join("l.tar").exists());
 }
