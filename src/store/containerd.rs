@@ -262,6 +262,12 @@ impl ContainerdStore {
         self.content()?.blob(&descriptor(digest, size), cap, what)
     }
 
+    /// The image config with digest `id` from the content store (checked); `None`
+    /// when absent. Used by `commit` to carry a base image's config over.
+    pub(crate) fn config(&self, id: &Digest) -> Result<Option<Vec<u8>>, StoreError> {
+        self.content()?.config_blob(id)
+    }
+
     fn blob_file(&self, digest: &Digest) -> PathBuf {
         self.root.join(CONTENT).join(digest.blob_path())
     }

@@ -220,6 +220,7 @@ impl Store {
             },
             // In an OCI layout the image id is the config blob's digest.
             Store::Oci(s) => s.config_blob(id),
+            Store::Containerd(s) => s.config(id),
             Store::Archive(_) => Ok(None),
         }
     }
