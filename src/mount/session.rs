@@ -89,6 +89,7 @@ fn serve(args: &MountArgs, plan: &Plan, ufs: Arc<UnionFs>, whiteout: &str, mut r
     let done = Arc::new(AtomicBool::new(false));
     let done2 = done.clone();
     let mnt = plan.mountpoint.clone();
+    let conn = crate::sys::fusectl::connection_of(&mnt);
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
@@ -100,12 +101,39 @@ fn serve(args: &MountArgs, plan: &Plan, ufs: Arc<UnionFs>, whiteout: &str, mut r
             if let Err(e) = super::unmount(&mnt, false) {
                 log::warn!("unmount of {} failed: {e}", mnt.display());
             }
+            end_connection(&done2, conn);
         })
         .map_err(MountError::Thread)?;
     let r = session.run();
     done.store(true, Ordering::SeqCst);
     MountRecord::remove(&plan.mountpoint, std::process::id());
     r.map_err(MountError::Session)
+}
+
+/// After our unmount: a copy of the mount in another mount namespace keeps the
+/// connection, and so the session, alive. Abort the connection if the session has not
+/// ended after a grace period; exit if even that does not end it.
+fn end_connection(done: &AtomicBool, conn: Option<u64>) {
+    let ended = |secs: u64| {
+        let until = std::time::Instant::now() + Duration::from_secs(secs);
+        while !done.load(Ordering::SeqCst) && std::time::Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        done.load(Ordering::SeqCst)
+    };
+    if ended(2) {
+        return;
+    }
+    log::info!("the mount lives on elsewhere: aborting the FUSE connection");
+    if let Some(n) = conn
+        && let Err(e) = crate::sys::fusectl::abort(n)
+    {
+        log::warn!("cannot abort FUSE connection {n}: {e}");
+    }
+    if !ended(5) {
+        log::warn!("the FUSE session did not end: exiting");
+        std::process::exit(0);
+    }
 }
 
 /// Parent side of daemonizing: wait for "OK" or the daemon's error line.

@@ -11,6 +11,7 @@
 
 pub mod dir;
 pub mod fs;
+pub mod fusectl;
 pub mod mount;
 pub mod process;
 pub mod store_ops;
