@@ -49,7 +49,8 @@ pub trait Blobs {
     fn read(&self, rel: &Path, cap: u64) -> Result<Vec<u8>, StoreError>;
     /// Open `rel`, which must hold exactly `size` bytes (the stream checks it too).
     fn open_sized(&self, rel: &Path, size: u64) -> Result<Box<dyn Read + '_>, StoreError>;
-    /// Does `rel` exist (as a regular file, reached without a symlink)?
+    /// Is there anything at `rel`? (Whether it may be read is for `read`/`open_sized` to
+    /// say: a symlink "exists" and is then refused, with that reason.)
     fn exists(&self, rel: &Path) -> bool;
 }
 
@@ -81,7 +82,7 @@ impl Blobs for DirBlobs {
         Ok(Box::new(r))
     }
     fn exists(&self, rel: &Path) -> bool {
-        self.dir.is_file(rel)
+        !matches!(self.dir.stat(rel), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
     }
 }
 
