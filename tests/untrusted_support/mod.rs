@@ -97,7 +97,7 @@ pub fn assert_clean_error(e: &StoreError, what: &str) -> String {
 }
 
 pub fn query(store: &Path, cache: &Path, r: &str) -> StoreQuery {
-    StoreQuery { reference: r.into(), store: Some(store.into()), cache: Some(cache.into()) }
+    StoreQuery { reference: r.into(), store: Some(store.into()), cache: Some(cache.into()), ..Default::default() }
 }
 
 pub fn resolve(store: &Path, cache: &Path, r: &str) -> Result<store::ResolvedImage, StoreError> {
