@@ -52,11 +52,15 @@ fn need_tool(tool: &str) {
     }
 }
 
-/// A uid that /etc/passwd does not use, different for concurrent test processes.
+/// A uid that /etc/passwd does not use, different for concurrent test processes and for
+/// the tests of one process (each thread has its own namespace and /etc/passwd copy, so
+/// the host's file cannot tell them apart; podman keys its locks in /dev/shm by uid).
 fn free_uid() -> u32 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
     let taken: Vec<u32> = passwd.lines().filter_map(|l| l.split(':').nth(2)?.parse().ok()).collect();
-    let mut uid = 43000 + std::process::id() % 5000;
+    let nth = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 4;
+    let mut uid = 43000 + (std::process::id() % 1000) * 4 + nth;
     while taken.contains(&uid) {
         uid += 1;
     }
@@ -84,6 +88,14 @@ impl RootlessUser {
             libc::mount(std::ptr::null(), root.as_ptr(), std::ptr::null(), libc::MS_REC | libc::MS_SHARED, std::ptr::null())
         };
         assert_eq!(r, 0, "make / shared in the private namespace: {}", fs::Errno::last());
+        // podman's shared-memory locks live in /dev/shm, named by uid: a private one keeps
+        // a lock file left by an earlier, killed run from meeting this one.
+        // SAFETY: plain syscall with valid NUL-terminated strings.
+        let r = unsafe {
+            let (src, dst, ty) = (fs::cpath(Path::new("tmpfs")), fs::cpath(Path::new("/dev/shm")), fs::cpath(Path::new("tmpfs")));
+            libc::mount(src.as_ptr(), dst.as_ptr(), ty.as_ptr(), libc::MS_NOSUID | libc::MS_NODEV, std::ptr::null())
+        };
+        assert_eq!(r, 0, "a private /dev/shm in the private namespace: {}", fs::Errno::last());
 
         let subid_start = 1_000_000 + (uid - 43000) * SUBIDS;
         for (file, line) in [
