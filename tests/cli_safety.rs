@@ -3,7 +3,8 @@
 //! not a layout, `--output` forms, misspelled read-only options, unknown options named
 //! with the closest known one, a dead mountpoint, the throw-away upper of a killed
 //! daemon, a record directory planted by another user, `ps`, `umount`, `help`, the
-//! mount's source in /proc/self/mountinfo, forgotten arguments.
+//! mount's source in /proc/self/mountinfo, forgotten arguments, 10,000-deep paths
+//! (one short line).
 
 mod common;
 
@@ -399,4 +400,29 @@ fn permission_problems_are_reported_as_such() {
         .output()
         .unwrap();
     refused(&out, 1, &["Permission denied", &*docker.join("image").to_string_lossy()]);
+}
+
+#[test]
+fn a_ten_thousand_deep_path_gives_a_short_line() {
+    // No mount is made: every one of these fails before FUSE is touched.
+    let t = tempfile::tempdir().unwrap();
+    let deep = "d/".repeat(10_000);
+    let lower = t.path().join("l");
+    std::fs::create_dir(&lower).unwrap();
+    let lowerdir = format!("lowerdir={}", lower.display());
+    let cases: Vec<(&str, Vec<String>)> = vec![
+        ("mountpoint", vec!["-o".into(), lowerdir.clone(), format!("/{deep}")]),
+        ("lowerdir", vec!["-o".into(), format!("lowerdir=/{deep}"), t.path().display().to_string()]),
+        ("which", vec!["which".into(), format!("/{deep}x")]),
+        ("diff", vec!["diff".into(), format!("/{deep}")]),
+        ("store", vec!["--store".into(), format!("/{deep}"), "tiny:app".into(), t.path().display().to_string()]),
+        ("image name", vec!["inspect".into(), format!("tiny:{}", "x".repeat(20_000))]),
+    ];
+    for (what, args) in cases {
+        let out = Command::new(bin()).args(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_ne!(out.status.code(), Some(0), "{what}: exit 0");
+        assert_eq!(err.trim().lines().count(), 1, "{what}: one line: {} bytes", err.len());
+        assert!(err.len() < 600, "{what}: {} byte line: {err}", err.len());
+    }
 }

@@ -194,7 +194,7 @@ fn error_line(sub: Option<&str>, msg: &dyn fmt::Display) -> String {
     };
     let text = msg.to_string();
     let one: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-    format!("{prog}: {}", one.join("; "))
+    format!("{prog}: {}", crate::store::shown::cut_long_words(&one.join("; ")))
 }
 
 /// Parse `args` of subcommand `name` with clap. Help and version are printed here

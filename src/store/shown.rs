@@ -78,6 +78,25 @@ pub fn cause(msg: &str) -> String {
     out
 }
 
+/// `msg` with every word (space-separated run, such as a path) longer than
+/// [`PATH_CHARS`] cut in the middle: a finished message stays short whatever paths it names.
+pub fn cut_long_words(msg: &str) -> String {
+    msg.split(' ')
+        .map(|w| {
+            let n = w.chars().count();
+            if n <= PATH_CHARS {
+                return w.to_string();
+            }
+            let head = PATH_CHARS / 3;
+            let tail = PATH_CHARS - head - 1;
+            let h: String = w.chars().take(head).collect();
+            let t: String = w.chars().skip(n - tail).collect();
+            format!("{h}…{t}")
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// `msg` with every control character escaped (a message that is surely one line).
 pub fn one_line(msg: &str) -> String {
     if !msg.chars().any(char::is_control) {
@@ -145,6 +164,10 @@ mod tests {
         assert!(name(&"n\n".repeat(200)).ends_with('…'));
         assert_eq!(one_line("a\nb\tc"), "a\\nb\\tc");
         assert_eq!(one_line("plain"), "plain");
+        let deep = format!("mountpoint {}: File name too long", "d/".repeat(10_000));
+        let cut = cut_long_words(&deep);
+        assert!(cut.len() < 300 && cut.starts_with("mountpoint d/d/") && cut.ends_with(": File name too long"), "{cut}");
+        assert_eq!(cut_long_words("a b  c"), "a b  c");
         assert_eq!(cause("numeric field was not a number: root:*:1 when getting cksum for x"), "numeric field was not a number");
     }
 }
