@@ -384,7 +384,7 @@ fn hostile_layer_entries_never_escape() {
             // Unprivileged, `.wh...` is just an odd file name inside the layer.
             assert!(r.is_ok() || r.is_err());
         } else {
-            let e = r.expect_err(name);
+            let e = r.expect_err(name).to_string();
             assert!(e.contains(why), "{name}: {e}");
         }
         assert!(!outside.join("evil").exists(), "{name}: escaped");

@@ -227,20 +227,20 @@ fn unpack_into(tmp: &Path, src: &LayerSource<'_>) -> Result<EntryMeta, StoreErro
     let (stats, uncompressed, mut buf) = match sniff(&head) {
         Compression::None => {
             let mut h = VerifyingReader::new(buf, algo);
-            let s = unpack::unpack(&mut h, &diff, opts).map_err(bad)?;
+            let s = unpack::unpack(&mut h, &diff, opts).map_err(|e| e.to_store(file, &diff))?;
             let (d, _, b) = h.finish().map_err(|e| bad(format!("read error: {e}")))?;
             (s, d, b)
         }
         Compression::Gzip => {
             let mut h = VerifyingReader::new(flate2::bufread::MultiGzDecoder::new(buf), algo);
-            let s = unpack::unpack(&mut h, &diff, opts).map_err(bad)?;
+            let s = unpack::unpack(&mut h, &diff, opts).map_err(|e| e.to_store(file, &diff))?;
             let (d, _, dec) = h.finish().map_err(|e| bad(format!("gzip: {e}")))?;
             (s, d, dec.into_inner())
         }
         Compression::Zstd => {
             let dec = zstd::stream::read::Decoder::with_buffer(buf).map_err(|e| bad(format!("zstd: {e}")))?;
             let mut h = VerifyingReader::new(dec, algo);
-            let s = unpack::unpack(&mut h, &diff, opts).map_err(bad)?;
+            let s = unpack::unpack(&mut h, &diff, opts).map_err(|e| e.to_store(file, &diff))?;
             let (d, _, dec) = h.finish().map_err(|e| bad(format!("zstd: {e}")))?;
             (s, d, dec.finish())
         }
