@@ -25,7 +25,6 @@ pub use mountinfo::{Mountpoint, classify, is_unionmount_mountpoint, mount_fstype
 
 use crate::overlay::WhiteoutFormat;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -165,9 +164,8 @@ fn check_private(dir: &Path) -> Result<(), RecordError> {
 
 fn record_path_in(dir: &Path, mountpoint: &Path) -> PathBuf {
     use std::os::unix::ffi::OsStrExt;
-    let digest = Sha256::digest(mountpoint.as_os_str().as_bytes());
-    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
-    dir.join(format!("{hex}.json"))
+    let digest = crate::store::Digest::sha256_of(mountpoint.as_os_str().as_bytes());
+    dir.join(format!("{}.json", &digest.hex()[..32]))
 }
 
 impl MountRecord {
