@@ -230,6 +230,23 @@ impl ArchiveStore {
         Ok((cb, id))
     }
 
+    /// The config of the image whose id is `id` (verified: an archive's image id is the
+    /// sha256 of its config); `None` when the archive holds no such image. An entry that
+    /// cannot be read is passed over: it cannot be the image asked for.
+    pub(crate) fn image_config(&self, id: &Digest) -> Result<Option<Vec<u8>>, StoreError> {
+        if !self.has_manifest {
+            return self.oci.config_blob(id);
+        }
+        for (_, e) in self.entries()? {
+            if let Some((cb, cid)) = e.ok().and_then(|e| self.config(&e).ok())
+                && cid == *id
+            {
+                return Ok(Some(cb));
+            }
+        }
+        Ok(None)
+    }
+
     pub fn images(&self) -> Result<Listing, StoreError> {
         if !self.has_manifest {
             return self.oci.images();

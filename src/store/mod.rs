@@ -209,8 +209,8 @@ impl Store {
         Ok(l.images)
     }
     /// The config of the image with id `id`, verified against it; `None` when the
-    /// store keeps no config of it (or, for `docker save` archives, when the image
-    /// is not found). Used by `commit` to carry a base image's config over.
+    /// store keeps no config of it. Used by `commit` to carry a base image's config
+    /// over, and by `inspect`.
     pub(crate) fn config(&self, id: &Digest) -> Result<Option<Vec<u8>>, StoreError> {
         match self {
             Store::Docker(s) => s.config(id, id.as_str()).map(|(b, _)| Some(b)),
@@ -221,7 +221,7 @@ impl Store {
             // In an OCI layout the image id is the config blob's digest.
             Store::Oci(s) => s.config_blob(id),
             Store::Containerd(s) => s.config(id),
-            Store::Archive(_) => Ok(None),
+            Store::Archive(s) => s.image_config(id),
         }
     }
 
@@ -243,10 +243,17 @@ impl Store {
     }
 }
 
-/// The config of image `id` in the store at `path` (any format), verified against the
-/// id; `None` when the store keeps none of it (see [`Store::config`]).
+/// The config of image `id` in the store at `path` (any format, or the registry part of
+/// a cache, which a registry image's `store` names), verified against the id; `None`
+/// when the store keeps none of it (see [`Store::config`]).
 pub(crate) fn image_config(path: &Path, id: &Digest) -> Result<Option<Vec<u8>>, StoreError> {
-    Store::open(path, detect(path)?)?.config(id)
+    match detect(path) {
+        Ok(kind) => Store::open(path, kind)?.config(id),
+        Err(e) => match registry::RegistryCache::of_dir(path) {
+            Some(cache) => Ok(cache.read_blob(id, json::MAX_CONFIG)),
+            None => Err(e),
+        },
+    }
 }
 
 /// The cache directory: `--cache`, else /var/cache/unionmount for root, else

@@ -109,6 +109,13 @@ impl RegistryCache {
         held.is_dir(Path::new("refs")).then(|| RegistryCache { root: root.to_path_buf(), dir, held })
     }
 
+    /// The registry cache whose own directory (a registry image's `store`) is `dir`, if
+    /// it exists (never creates anything).
+    pub fn of_dir(dir: &Path) -> Option<RegistryCache> {
+        let root = dir.parent().filter(|_| dir.file_name() == Some(std::ffi::OsStr::new("registry")))?;
+        RegistryCache::existing(root)
+    }
+
     /// Where the complete blob `d` lives (whether or not it exists).
     pub fn blob_path(&self, d: &Digest) -> PathBuf {
         self.dir.join(d.blob_path())
