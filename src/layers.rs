@@ -82,6 +82,9 @@ pub struct UpperExtra {
     pub whiteout: WhiteoutForm,
     /// Xattr used to mark opaque directories in CharDev form.
     pub opaque_xattr: &'static str,
+    /// Xattr a renamed directory's redirect is written in (same namespace as
+    /// `opaque_xattr`: `trusted.*` where it can be set, else `user.*`).
+    pub redirect_xattr: &'static str,
 }
 
 #[derive(Debug)]
@@ -111,11 +114,14 @@ impl LayerStack {
             }
             let work = prepare_work(wb.as_fd(), work_base)?;
             let whiteout = spec.whiteout.unwrap_or_else(|| probe_whiteout(work.as_fd()));
-            let opaque_xattr =
-                if probe_trusted_xattr(work.as_fd()) { overlay::OPAQUE_XATTR_TRUSTED } else { overlay::OPAQUE_XATTR_USER };
+            let (opaque_xattr, redirect_xattr) = if probe_trusted_xattr(work.as_fd()) {
+                (overlay::OPAQUE_XATTR_TRUSTED, overlay::REDIRECT_XATTR_TRUSTED)
+            } else {
+                (overlay::OPAQUE_XATTR_USER, overlay::REDIRECT_XATTR_USER)
+            };
             // An existing upper may hold either form whatever this mount writes.
             layers.push(Layer { root, path: up.clone(), dev, format: WhiteoutFormat::Either });
-            upper = Some(UpperExtra { work, work_path: work_base.join("work"), whiteout, opaque_xattr });
+            upper = Some(UpperExtra { work, work_path: work_base.join("work"), whiteout, opaque_xattr, redirect_xattr });
         }
         for (i, l) in spec.lowers.iter().enumerate() {
             let (root, dev) = open_dir(l, "lowerdir")?;

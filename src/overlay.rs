@@ -40,11 +40,23 @@
 //! 6. Overlay-private xattrs (`trusted.overlay.*`, `user.overlay.*`: `opaque`,
 //!    `redirect`, `metacopy`, `origin`, `impure`, `nlink`, `upper`, `uuid`, `protattr`,
 //!    `whiteout`, `whiteouts`) are machinery: never shown, never copied up, never
-//!    committed. `redirect` and `metacopy` change what an entry means; neither the mount
-//!    nor `inspect` follows them, and `inspect` refuses layers holding them.
+//!    committed. `metacopy` changes what an entry means; neither the mount nor
+//!    `inspect` follows it, and `inspect` refuses layers holding it. `redirect` is
+//!    followed (rule 8).
 //! 7. Only the value `y` makes a directory opaque (kernel ≥ 6.7 writes `x` on
 //!    directories holding xattr whiteouts, which are not opaque; xattr whiteouts
 //!    themselves are not supported).
+//! 8. A directory carrying a redirect xattr (`trusted.overlay.redirect`, or
+//!    `user.overlay.redirect` where the mount uses `user.*`; kernel overlayfs's
+//!    `redirect_dir=on`) is looked up in the layers below it at the redirect's path
+//!    instead of its own name: a bare name ([`Redirect::Name`], written by a rename
+//!    within one directory) replaces the last component, an absolute path
+//!    ([`Redirect::Path`], `/a/b`, written by a move across directories) is walked
+//!    from each lower layer's root. A redirect met in a lower layer changes the path
+//!    for the layers below that one. A value is untrusted: [`parse_redirect`] refuses
+//!    anything but non-empty components that are names (no `.`, `..`, `/` in a name,
+//!    NUL, reserved `.wh.` names, empty components) within [`REDIRECT_MAX`] bytes; a
+//!    refused redirect is ignored (the directory merges by its own name).
 
 use crate::sys::Errno;
 use crate::sys::fs::Stat;
@@ -66,6 +78,14 @@ pub const MARKABLE_NAME_MAX: usize = NAME_MAX - WH_PREFIX.len();
 pub const OPAQUE_XATTR_TRUSTED: &str = "trusted.overlay.opaque";
 /// The opaque xattr written without privileges (overlayfs with `userxattr`).
 pub const OPAQUE_XATTR_USER: &str = "user.overlay.opaque";
+/// The redirect xattr written as root (kernel overlayfs's `redirect_dir=on`).
+pub const REDIRECT_XATTR_TRUSTED: &str = "trusted.overlay.redirect";
+/// The redirect xattr written without privileges (overlayfs with `userxattr`).
+pub const REDIRECT_XATTR_USER: &str = "user.overlay.redirect";
+/// The redirect xattr names, in the order they are read (the first present wins).
+pub const REDIRECT_XATTRS: [&str; 2] = [REDIRECT_XATTR_TRUSTED, REDIRECT_XATTR_USER];
+/// Longest redirect value read or written (PATH_MAX, as the kernel's buffer).
+pub const REDIRECT_MAX: usize = 4096;
 const PRIVATE_XATTR_PREFIXES: [&[u8]; 2] = [b"trusted.overlay.", b"user.overlay."];
 
 /// One way of spelling a whiteout and an opaque directory: what a mount writes into
@@ -203,10 +223,65 @@ pub fn is_private_xattr(name: &[u8]) -> bool {
     private_suffix(name).is_some()
 }
 
-/// True for the overlay-private xattrs that change what an entry means (`redirect`,
-/// `metacopy`), which neither the mount nor `inspect` follows.
+/// True for the overlay-private xattrs that change what an entry means and that
+/// neither the mount nor `inspect` follows (`metacopy`).
 pub fn changes_meaning(name: &[u8]) -> bool {
-    matches!(private_suffix(name), Some(b"redirect" | b"metacopy"))
+    matches!(private_suffix(name), Some(b"metacopy"))
+}
+
+/// Where the layers below a redirected directory look for it (rule 8).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Redirect {
+    /// A name in the same parent directory (a rename within one directory).
+    Name(Vec<u8>),
+    /// A path from the layer root, one name per component (a move elsewhere).
+    Path(Vec<Vec<u8>>),
+}
+
+/// Is `c` a name a redirect may hold: non-empty, at most [`NAME_MAX`] bytes, no `/`
+/// or NUL, not `.`/`..`, not a reserved `.wh.` name?
+fn redirect_component_ok(c: &[u8]) -> bool {
+    !c.is_empty()
+        && c.len() <= NAME_MAX
+        && c != b"."
+        && c != b".."
+        && !c.contains(&b'/')
+        && !c.contains(&0)
+        && !is_reserved_name(c)
+}
+
+/// Parse a redirect xattr value read from a layer (untrusted); `None` when it is not
+/// a sane redirect (rule 8), which is then ignored.
+pub fn parse_redirect(v: &[u8]) -> Option<Redirect> {
+    if v.is_empty() || v.len() > REDIRECT_MAX || v.contains(&0) {
+        return None;
+    }
+    match v.strip_prefix(b"/") {
+        None => redirect_component_ok(v).then(|| Redirect::Name(v.to_vec())),
+        Some(rest) => {
+            let parts: Vec<Vec<u8>> = rest.split(|&b| b == b'/').map(<[u8]>::to_vec).collect();
+            parts.iter().all(|c| redirect_component_ok(c)).then_some(Redirect::Path(parts))
+        }
+    }
+}
+
+impl Redirect {
+    /// The xattr value, as kernel overlayfs writes it (no trailing NUL); `None` when
+    /// it would not parse back (too long, a bad component).
+    pub fn value(&self) -> Option<Vec<u8>> {
+        let v = match self {
+            Redirect::Name(n) => n.clone(),
+            Redirect::Path(p) => {
+                let mut v = Vec::new();
+                for c in p {
+                    v.push(b'/');
+                    v.extend_from_slice(c);
+                }
+                v
+            }
+        };
+        (parse_redirect(&v).as_ref() == Some(self)).then_some(v)
+    }
 }
 
 #[cfg(test)]
@@ -241,11 +316,29 @@ mod tests {
     fn xattrs() {
         assert!(is_private_xattr(b"trusted.overlay.opaque") && is_private_xattr(b"user.overlay.origin"));
         assert!(!is_private_xattr(b"trusted.overlayx") && !is_private_xattr(b"user.mime"));
-        assert!(changes_meaning(b"trusted.overlay.redirect") && changes_meaning(b"user.overlay.metacopy"));
+        assert!(!changes_meaning(b"trusted.overlay.redirect") && changes_meaning(b"user.overlay.metacopy"));
         assert!(!changes_meaning(b"trusted.overlay.opaque"));
         assert!(is_opaque_xattr(b"user.overlay.opaque") && !is_opaque_xattr(b"user.overlay.origin"));
         assert!(is_opaque_value(b"y") && !is_opaque_value(b"x"));
         assert!(is_whiteout_dev(libc::S_IFCHR | 0o600, 0) && !is_whiteout_dev(libc::S_IFCHR, 0x103));
+    }
+
+    #[test]
+    fn redirects() {
+        assert_eq!(parse_redirect(b"a"), Some(Redirect::Name(b"a".to_vec())));
+        assert_eq!(parse_redirect(b"/a/b"), Some(Redirect::Path(vec![b"a".to_vec(), b"b".to_vec()])));
+        for bad in [&b""[..], b"/", b"//a", b"/a/", b"/a//b", b"..", b".", b"/a/../b", b"/./a", b"a/b", b"a\0b", b".wh.x", b"/.wh..wh..opq"] {
+            assert_eq!(parse_redirect(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
+        assert_eq!(parse_redirect(b"a\0"), None);
+        assert_eq!(parse_redirect(&[b'n'; NAME_MAX + 1]), None);
+        let long: Vec<u8> = std::iter::repeat_n(&b"/abcdefg"[..], REDIRECT_MAX / 8 + 1).flatten().copied().collect();
+        assert_eq!(parse_redirect(&long), None);
+        for r in [&b"x"[..], b"/a", b"/a/b/c"] {
+            assert_eq!(parse_redirect(r).unwrap().value().unwrap(), r);
+        }
+        assert_eq!(Redirect::Path(vec![b"..".to_vec()]).value(), None);
+        assert_eq!(Redirect::Path(vec![]).value(), None);
     }
 
     #[test]

@@ -262,10 +262,10 @@ fn commit_target(a: &CommitArgs, output: Option<&Output>) -> Result<Committed, E
     let t = resolve_target(&a.target)?;
     let (Some(dir), Some(name)) = (&a.oci, &a.image) else {
         let blob = match output.ok_or_else(|| Usage::new("--output FILE is required"))? {
-            Output::File(f) => commit::write_upper(&t.upper, f, comp)?,
+            Output::File(f) => commit::write_upper(&t.upper, &t.lowers, f, comp)?,
             out @ Output::Stdout => {
                 let tmp = TempFile(std::env::temp_dir().join(format!("unionmount-commit-{}.tar", std::process::id())));
-                let blob = commit::write_upper(&t.upper, &tmp.0, comp)?;
+                let blob = commit::write_upper(&t.upper, &t.lowers, &tmp.0, comp)?;
                 deliver(&tmp.0, out)?;
                 blob
             }
@@ -311,7 +311,7 @@ fn commit_target(a: &CommitArgs, output: Option<&Output>) -> Result<Committed, E
         layers.push(oci::ImageLayer { blob, created_by });
     }
     let tmp = oci::temp_blob(&blobs, n);
-    let blob = commit::write_upper(&t.upper, &tmp, comp)?;
+    let blob = commit::write_upper(&t.upper, &t.lowers, &tmp, comp)?;
     if let Some(out) = output {
         deliver(&tmp, out)?;
     }

@@ -33,6 +33,7 @@ usage: unionmount [-f] [-d] -o lowerdir=TOP:...:BOTTOM[,upperdir=U,workdir=W][,O
        unionmount which PATH
 options (-o): lowerdir= upperdir= workdir= ro volatile fsync=0 fsname= allow_other
   cache_entries=N timeout=SECS threads=N passthrough=auto|all|upper|off whiteout=chardev|whfile store=PATH
+  redirect_dir=on|off
   uidmapping=ONDISK:SHOWN:LEN[:...] gidmapping=... squash_to_root squash_to_uid=N squash_to_gid=N
 registry (docker://HOST[:PORT]/REPO[:TAG|@DIGEST] as IMAGE, or a fully qualified name with --pull):
   --pull=never|missing|always (default: missing for docker://, never otherwise)

@@ -74,7 +74,7 @@ const KERNEL_FLAGS: &[&str] =
 /// Options this parser applies (besides [`KERNEL_FLAGS`]).
 const OURS: &[&str] = &[
     "lowerdir", "upperdir", "workdir", "store", "volatile", "fsync", "fsname", "allow_other", "allow_root", "ro",
-    "rw", "cache_entries", "timeout", "threads", "passthrough", "whiteout",
+    "rw", "cache_entries", "timeout", "threads", "passthrough", "whiteout", "redirect_dir",
 ];
 
 /// Options that mount(8), mount.fuse3, containers/storage and fuse-overlayfs users pass,
@@ -91,7 +91,7 @@ const PASSED: &[&str] = &[
     "noforget", "clone_fd", "debug",
     // containers/storage and fuse-overlayfs
     "uidmapping", "gidmapping", "squash_to_uid", "squash_to_gid", "squash_to_root", "xino", "metacopy",
-    "redirect_dir", "index", "userxattr", "noacl", "static_nlink", "plugins", "threaded", "noxattrs", "fast_ino",
+    "index", "userxattr", "noacl", "static_nlink", "plugins", "threaded", "noxattrs", "fast_ino",
     "writeback", "nfs_export",
 ];
 
@@ -166,6 +166,14 @@ pub fn apply_option(o: &mut MountOpts, opt: &[u8]) -> Result<(), Usage> {
                 b"upper" | b"on" | b"1" => Passthrough::Upper,
                 b"off" | b"0" => Passthrough::Off,
                 _ => return Err(Usage::new("option passthrough= takes auto, all, upper or off")),
+            })
+        }
+        (b"redirect_dir", Some(v)) => {
+            o.redirect_dir = Some(match v {
+                b"on" => true,
+                // Redirects in layers are always followed; these only stop writing them.
+                b"off" | b"follow" | b"nofollow" => false,
+                _ => return Err(Usage::new("option redirect_dir= takes on or off")),
             })
         }
         (b"whiteout", Some(v)) => {

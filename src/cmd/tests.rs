@@ -139,6 +139,9 @@ fn tunables() {
     assert_eq!(m.opts.whiteout, Some(WhiteoutForm::WhFile));
     assert!(m.opts.no_fsync);
     assert_eq!(m.opts.fsname.as_deref(), Some("x"));
+    assert_eq!(m.opts.redirect_dir, None);
+    assert_eq!(mount(&["-o", "lowerdir=/l,redirect_dir=off", "/m"]).opts.redirect_dir, Some(false));
+    assert_eq!(mount(&["-o", "lowerdir=/l,redirect_dir=on", "/m"]).opts.redirect_dir, Some(true));
 }
 
 #[test]

@@ -12,6 +12,10 @@
 //!   name that means nothing in its layer is left out, as the mount leaves it out;
 //! - an opaque directory (the layer root included) gets `DIR/.wh..wh..opq` right
 //!   after the directory;
+//! - a renamed directory (redirect xattr, `overlay` rule 8: a layer tar cannot say
+//!   "renamed") is written whole under its new name, as the mount shows it through
+//!   the lower layers given with the upper, and opaque; its old name's whiteout is
+//!   in the upper already. Without the lower layers it fails the commit;
 //! - a non-directory with more than one link is written in full the first time
 //!   (in walk order) and as a tar hard link to that path afterwards;
 //! - sockets cannot be represented in a tar and are skipped with a warning;
@@ -32,6 +36,8 @@ use crate::overlay::{OPAQUE_MARKER, WH_PREFIX};
 use crate::record::LayerRecord;
 use crate::store::digest::{Algorithm, Digest, Hasher};
 use crate::sys::fs::Stat;
+use crate::union::inode::DirLayer;
+use crate::union::resolve::Resolved;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
@@ -150,16 +156,23 @@ impl<W: Write> Write for Sink<W> {
 
 /// Write the upper directory `upper` of a mount as a (possibly compressed) tar file
 /// at `dest`. An upper directory may hold either whiteout form (`overlay` rule 3).
-pub fn write_upper(upper: &Path, dest: &Path, comp: Compression) -> Result<LayerBlob, InspectError> {
+/// `lowers` (top first) are the layers below it, which a renamed (redirected)
+/// directory's contents come from; with none given, such a directory fails the commit.
+pub fn write_upper(upper: &Path, lowers: &[LayerRecord], dest: &Path, comp: Compression) -> Result<LayerBlob, InspectError> {
     let layer = LayerRecord { dir: upper.to_path_buf(), diff_id: None, layer_id: None, whiteouts: Default::default() };
-    write_layer(&layer, dest, comp, "upper")
+    write_stack(&layer, lowers, dest, comp, "upper")
 }
 
 /// Write layer `layer` (its directory, read with its declared whiteout forms) as a
 /// (possibly compressed) tar file at `dest`. `what` names the layer in the progress bar.
+/// A redirected directory in it (a kernel-written upper used as a layer) fails.
 pub fn write_layer(layer: &LayerRecord, dest: &Path, comp: Compression, what: &str) -> Result<LayerBlob, InspectError> {
+    write_stack(layer, &[], dest, comp, what)
+}
+
+fn write_stack(layer: &LayerRecord, lowers: &[LayerRecord], dest: &Path, comp: Compression, what: &str) -> Result<LayerBlob, InspectError> {
     let tmp = tmp_beside(dest);
-    let res = write_layer_to(layer, &tmp, comp, what).and_then(|b| {
+    let res = write_layer_to(layer, lowers, &tmp, comp, what).and_then(|b| {
         std::fs::rename(&tmp, dest).map_err(InspectError::io(dest))?;
         Ok(b)
     });
@@ -178,11 +191,13 @@ pub fn tmp_beside(dest: &Path) -> PathBuf {
     dest.with_file_name(OsStr::from_bytes(&t))
 }
 
-fn write_layer_to(layer: &LayerRecord, tmp: &Path, comp: Compression, what: &str) -> Result<LayerBlob, InspectError> {
+fn write_layer_to(layer: &LayerRecord, lowers: &[LayerRecord], tmp: &Path, comp: Compression, what: &str) -> Result<LayerBlob, InspectError> {
     let file = File::create(tmp).map_err(InspectError::io(tmp))?;
     let blob = HashWriter::new(io::BufWriter::with_capacity(1 << 20, file));
     let tarw = HashWriter::new(Sink::new(blob, comp).map_err(InspectError::io(tmp))?);
-    let view = open_view(None, std::slice::from_ref(layer))?;
+    let mut layers = vec![layer.clone()];
+    layers.extend(lowers.iter().cloned());
+    let view = open_view(None, &layers)?;
     let bar = progress_for(&view, what)?;
     let tarw = write_tar(&view, tarw, bar.as_ref(), tmp)?;
     if let Some(b) = bar {
@@ -319,6 +334,14 @@ impl<W: Write> TarWalk<'_, W> {
         self.append(&mut h, path, io::empty())
     }
 
+    /// A renamed directory at `prefix`: its opaque marker, then all it shows.
+    fn dir_merged(&mut self, dirs: &[DirLayer], prefix: &[u8], st: &Stat) -> Result<(), InspectError> {
+        let mut p = prefix.to_vec();
+        p.extend_from_slice(OPAQUE_MARKER.to_bytes());
+        self.empty_file(st, st.mode() & 0o777, &p)?;
+        self.merged(dirs, prefix)
+    }
+
     fn dir(&mut self, dir: &Dir, prefix: &[u8], opaque: bool, st: &Stat) -> Result<(), InspectError> {
         if opaque {
             let mut p = prefix.to_vec();
@@ -326,12 +349,46 @@ impl<W: Write> TarWalk<'_, W> {
             self.empty_file(st, st.mode() & 0o777, &p)?;
         }
         for e in dir.entries(self.view)? {
-            self.entry(dir, prefix, &e)?;
+            self.entry(dir, prefix, &e, None)?;
         }
         Ok(())
     }
 
-    fn entry(&mut self, dir: &Dir, prefix: &[u8], e: &LayerEntry) -> Result<(), InspectError> {
+    /// The merged directory `dirs` (at `prefix`, ending in `/`) with everything it
+    /// shows, wherever it comes from: the contents of a renamed (redirected) directory.
+    fn merged(&mut self, dirs: &[DirLayer], prefix: &[u8]) -> Result<(), InspectError> {
+        let shown = |name: &OsStr| {
+            let mut p = prefix.to_vec();
+            p.extend_from_slice(name.as_bytes());
+            PathBuf::from(OsStr::from_bytes(&p))
+        };
+        let sys = |path: PathBuf| move |errno| InspectError::Sys { path, errno };
+        for l in self.view.list(dirs).map_err(sys(shown(OsStr::new(""))))? {
+            let Resolved::Found(f) = self.view.lookup(dirs, &l.name).map_err(sys(shown(&l.name)))? else { continue };
+            let parent = Dir::at(f.layer, f.dir.clone(), self.view.path(f.layer).join(shown(OsStr::new(""))));
+            let what = if f.st.is_dir() { What::Dir { opaque: false } } else { What::NonDir };
+            let e = LayerEntry { name: l.name, st: f.st, what };
+            self.entry(&parent, prefix, &e, Some(&f.dirs))?;
+        }
+        Ok(())
+    }
+
+    /// The merged directories the mount shows at `path` (components `/`-separated).
+    fn merged_at(&self, path: &[u8]) -> Result<Vec<DirLayer>, InspectError> {
+        let err = |errno| InspectError::Sys { path: PathBuf::from(OsStr::from_bytes(path)), errno };
+        let mut dirs = self.view.merged_root(0).map_err(err)?;
+        for c in path.split(|&b| b == b'/').filter(|c| !c.is_empty()) {
+            match self.view.lookup(&dirs, OsStr::from_bytes(c)).map_err(err)? {
+                Resolved::Found(f) if f.st.is_dir() => dirs = f.dirs,
+                _ => return Err(err(crate::sys::Errno::ENOENT)),
+            }
+        }
+        Ok(dirs)
+    }
+
+    /// Entry `e` of `dir`; `merged`: it was found by a merged lookup, and (if a
+    /// directory) these are the directories merged there.
+    fn entry(&mut self, dir: &Dir, prefix: &[u8], e: &LayerEntry, merged: Option<&[DirLayer]>) -> Result<(), InspectError> {
         let mut path = prefix.to_vec();
         path.extend_from_slice(e.name.as_bytes());
         let kind = Kind::of(&e.st);
@@ -362,7 +419,21 @@ impl<W: Write> TarWalk<'_, W> {
             Kind::Dir => {
                 let mut h = header(&e.st, EntryType::Directory);
                 self.append(&mut h, &path, io::empty())?;
+                if let Some(dirs) = merged {
+                    path.push(b'/');
+                    return self.merged(dirs, &path);
+                }
                 let child = dir.open_dir(self.view, &e.name)?;
+                if child.is_redirected(self.view) {
+                    // A layer cannot say "renamed": the whole tree under its new name,
+                    // opaque so nothing below of that name shows.
+                    if self.view.len() == 1 {
+                        return Err(InspectError::NeedsLowers { path: child.shown().to_path_buf() });
+                    }
+                    let dirs = self.merged_at(&path)?;
+                    path.push(b'/');
+                    return self.dir_merged(&dirs, &path, &e.st);
+                }
                 path.push(b'/');
                 self.dir(&child, &path, e.what == What::Dir { opaque: true }, &e.st)?;
             }

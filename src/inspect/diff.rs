@@ -19,6 +19,11 @@
 //!   the lower one's contents). Docker (moby `OverlayChanges`) reports such a directory itself as
 //!   `D` although it still exists; we report what a user sees instead.
 //!
+//! - a renamed directory (redirect xattr, `overlay` rule 8) is compared as the mount
+//!   shows it (through the lowers, where the redirect points) with what the lowers
+//!   had at its new name: a move is `A` with everything it holds, and its old name
+//!   `D` (the whiteout there); without the lowers it is an error.
+//!
 //! The upper directory and the lowers are read through `union::view` (the mount's
 //! lookup and listing, each layer with its declared whiteout forms), so a change is
 //! reported exactly where the mounted tree differs from its lowers.
@@ -35,7 +40,9 @@ use super::InspectError;
 use super::layer::{Dir, Kind, StackView, What, open_view};
 use crate::record::LayerRecord;
 use crate::union::inode::DirLayer;
-use crate::union::resolve::Resolved;
+use crate::sys::Errno;
+use crate::sys::fs::Stat;
+use crate::union::resolve::{Found, Resolved};
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::io::{self, Write};
@@ -85,6 +92,11 @@ pub fn changes(upper: &Path, lowers: &[LayerRecord], lowers_known: bool) -> Resu
     Ok(out)
 }
 
+/// Do two directories differ in what `diff` compares of their own metadata?
+fn meta_differs(a: &Stat, b: &Stat) -> bool {
+    a.mode() != b.mode() || a.uid() != b.uid() || a.gid() != b.gid() || a.mtime() != b.mtime()
+}
+
 /// Component-wise order: `/` sorts before every byte a name can hold.
 fn sort_key(p: &[u8]) -> Vec<u8> {
     p.iter().map(|&b| if b == b'/' { 0 } else { b }).collect()
@@ -130,7 +142,14 @@ impl Walk<'_> {
                 continue;
             }
             if Kind::of(&e.st) != Kind::Socket {
-                dir.xattrs(&e.name)?; // refuses redirect/metacopy
+                dir.xattrs(&e.name)?; // refuses metacopy
+            }
+            if let What::Dir { .. } = e.what {
+                let child = dir.open_dir(self.view, &e.name)?;
+                if child.is_redirected(self.view) {
+                    changed |= self.redirected(dir, lower, cut, &e.name, found.as_ref(), &p, out)?;
+                    continue;
+                }
             }
             let Some(f) = found else {
                 out.push(Change { kind: ChangeKind::Added, path: p.clone() });
@@ -153,16 +172,97 @@ impl Walk<'_> {
             if opaque && lower_dir {
                 sub |= self.deleted_under_opaque(&child, &f.dirs, &p, out)?;
             }
-            let (st, lst) = (&e.st, &f.st);
-            let meta_changed = !lower_dir
-                || st.mode() != lst.mode()
-                || st.uid() != lst.uid()
-                || st.gid() != lst.gid()
-                || st.mtime() != lst.mtime();
+            let meta_changed = !lower_dir || meta_differs(&e.st, &f.st);
             if meta_changed || sub || opaque {
                 out.push(Change { kind: ChangeKind::Changed, path: p });
                 changed = true;
             }
+        }
+        Ok(changed)
+    }
+
+    /// Upper dir `name` of `dir` (at `path`) carries a redirect: its contents are the
+    /// mount's lookup of it through the merged parent (`dir` over `lower`, unless
+    /// `cut`), compared with what the lowers had at `path` (`found`). Like
+    /// overlay-aware tools: a moved directory is `A` with all it holds, its old name
+    /// `D` (the whiteout there). Returns whether anything changed.
+    #[allow(clippy::too_many_arguments)]
+    fn redirected(
+        &self,
+        dir: &Dir,
+        lower: &[DirLayer],
+        cut: bool,
+        name: &OsStr,
+        found: Option<&Found>,
+        path: &[u8],
+        out: &mut Vec<Change>,
+    ) -> Result<bool, InspectError> {
+        if !self.known {
+            return Err(InspectError::NeedsLowers { path: dir.shown().join(name) });
+        }
+        let mut parent: Vec<DirLayer> = vec![(dir.layer, dir.held.clone())];
+        if !cut {
+            parent.extend(lower.iter().cloned());
+        }
+        let Resolved::Found(now) = self.view.lookup(&parent, name).map_err(|e| dir.err(name, e))? else {
+            return Err(dir.err(name, Errno::ENOENT));
+        };
+        let before: &[DirLayer] = match found {
+            Some(f) if f.st.is_dir() => &f.dirs,
+            _ => &[],
+        };
+        let sub = self.compare(&now.dirs, before, path, out)?;
+        let kind = match found {
+            None => ChangeKind::Added,
+            Some(f) if sub || !f.st.is_dir() || meta_differs(&now.st, &f.st) => ChangeKind::Changed,
+            Some(_) => return Ok(false),
+        };
+        out.push(Change { kind, path: path.to_vec() });
+        Ok(true)
+    }
+
+    /// Compare two merged directories as the mount shows them: `now` (at `path`)
+    /// against `before` (empty: nothing was there). Everything only in `now` is `A`
+    /// (with its contents), only in `before` `D`; a name in both is `C` when it is
+    /// another object (or a directory whose metadata or contents changed).
+    fn compare(&self, now: &[DirLayer], before: &[DirLayer], path: &[u8], out: &mut Vec<Change>) -> Result<bool, InspectError> {
+        let err = |name: &OsStr| {
+            let p = join(path, name);
+            move |errno| InspectError::Sys { path: Path::new(OsStr::from_bytes(&p)).to_path_buf(), errno }
+        };
+        let old = if before.is_empty() { Vec::new() } else { self.view.list(before).map_err(err(OsStr::new("")))? };
+        let old_names: BTreeSet<&[u8]> = old.iter().map(|l| l.name.as_bytes()).collect();
+        let mut changed = false;
+        let mut new_names = BTreeSet::new();
+        for l in self.view.list(now).map_err(err(OsStr::new("")))? {
+            let p = join(path, &l.name);
+            let Resolved::Found(a) = self.view.lookup(now, &l.name).map_err(err(&l.name))? else { continue };
+            let b = match old_names.contains(l.name.as_bytes()) {
+                true => match self.view.lookup(before, &l.name).map_err(err(&l.name))? {
+                    Resolved::Found(b) => Some(b),
+                    _ => None,
+                },
+                false => None,
+            };
+            new_names.insert(l.name.into_vec());
+            let kind = match &b {
+                None => Some(ChangeKind::Added),
+                Some(b) if a.st.is_dir() && b.st.is_dir() => {
+                    let sub = self.compare(&a.dirs, &b.dirs, &p, out)?;
+                    (sub || meta_differs(&a.st, &b.st)).then_some(ChangeKind::Changed)
+                }
+                Some(b) => ((a.st.dev(), a.st.ino()) != (b.st.dev(), b.st.ino())).then_some(ChangeKind::Changed),
+            };
+            let Some(kind) = kind else { continue };
+            if a.st.is_dir() && !b.as_ref().is_some_and(|b| b.st.is_dir()) {
+                self.compare(&a.dirs, &[], &p, out)?;
+            }
+            out.push(Change { kind, path: p });
+            changed = true;
+        }
+        for o in old.iter().filter(|o| !new_names.contains(o.name.as_bytes())) {
+            out.push(Change { kind: ChangeKind::Deleted, path: join(path, &o.name) });
+            changed = true;
         }
         Ok(changed)
     }
@@ -312,6 +412,36 @@ mod tests {
         chmod(&up, "m", 0o700);
         let c = changes(&up, &records(&[lo]), true).unwrap();
         assert_eq!(render(&c), vec!["C /d", "C /f", "A /f/inner", "C /m"]);
+    }
+
+    /// A renamed directory (redirect xattr) is `A` with everything it shows, its old
+    /// name `D`; without the lowers there is nothing to compare it with: an error.
+    #[test]
+    fn redirected_dir_is_added_with_its_contents() {
+        if !is_root() {
+            eprintln!("skipped: needs root for trusted.* xattrs and char 0/0 whiteouts");
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let (up, lo) = (t.path().join("up"), t.path().join("lo"));
+        write(&lo, "a/x", "x");
+        write(&lo, "a/y", "y");
+        write(&lo, "a/sub/z", "z");
+        write(&lo, "d/keep", "k");
+        write(&lo, "d/gone", "g");
+        write(&up, "b/new", "n");
+        whiteout_dev(&up, "a");
+        whiteout_dev(&up, "b/y");
+        xattr::set(up.join("b"), "trusted.overlay.redirect", b"a").unwrap();
+        // Onto an existing name: compared with what was there.
+        mkdir(&up, "d");
+        xattr::set(up.join("d"), "trusted.overlay.redirect", b"/a/sub").unwrap();
+        let c = changes(&up, &records(std::slice::from_ref(&lo)), true).unwrap();
+        assert_eq!(
+            render(&c),
+            ["D /a", "A /b", "A /b/new", "A /b/sub", "A /b/sub/z", "A /b/x", "C /d", "D /d/gone", "D /d/keep", "A /d/z"]
+        );
+        assert!(matches!(changes(&up, &[], false), Err(InspectError::NeedsLowers { .. })));
     }
 
     #[test]

@@ -20,8 +20,12 @@ pub enum InspectError {
     #[error(transparent)]
     Stack(StackError),
     /// An entry carries an overlay xattr that changes its meaning.
-    #[error("{}: carries {xattr} (overlay redirect_dir/metacopy), which unionmount's inspect tools do not support", path.display())]
+    #[error("{}: carries {xattr} (overlay metacopy), which unionmount's inspect tools do not support", path.display())]
     Unsupported { path: PathBuf, xattr: String },
+    /// A renamed directory (redirect xattr) whose contents are in lower layers that
+    /// were not given.
+    #[error("{}: a renamed directory (overlay redirect) whose contents are in the lower layers: give them with --lower DIR (top first), or inspect the mount", path.display())]
+    NeedsLowers { path: PathBuf },
     #[error("{}: invalid JSON: {source}", path.display())]
     Json { path: PathBuf, source: serde_json::Error },
     #[error(transparent)]

@@ -24,8 +24,9 @@
 //!   layer holds (symlinks, fifos, renames racing the walk) leads a walk outside it.
 //! - Listings are sorted by name bytes, so every walk (and every tar) is
 //!   deterministic. Names stay bytes (`OsString`) throughout.
-//! - Overlay-private xattrs are never reported as content; an entry carrying one that
-//!   changes its meaning (`redirect`, `metacopy`) is refused.
+//! - Overlay-private xattrs are never reported as content; an entry carrying
+//!   `metacopy` is refused. A redirect (a renamed directory) is followed through
+//!   `union::view` lookups by `diff` and `commit`, never by a one-layer walk.
 
 use super::InspectError;
 use crate::layers::LayerIdx;
@@ -96,6 +97,17 @@ impl Dir {
         let shown = view.path(layer).to_path_buf();
         let held = view.root(layer).map_err(|errno| InspectError::Sys { path: shown.clone(), errno })?;
         Ok(Dir { layer, held, shown })
+    }
+
+    /// Directory `held` of layer `layer`, named `shown` in messages (a directory a
+    /// merged lookup found).
+    pub fn at(layer: LayerIdx, held: Arc<Held>, shown: PathBuf) -> Dir {
+        Dir { layer, held, shown }
+    }
+
+    /// Does this directory carry a redirect (`overlay` rule 8)?
+    pub fn is_redirected(&self, view: &StackView) -> bool {
+        view.redirect_of(self.layer, &self.held).is_some()
     }
 
     /// The directory as the user knows it (for messages).

@@ -22,6 +22,9 @@ pub struct MountOpts {
     pub threads: Option<usize>,
     pub passthrough: Option<Passthrough>,
     pub whiteout: Option<WhiteoutForm>,
+    /// `redirect_dir=on|off`: rename lower directories with a redirect (default) or
+    /// by copying them up.
+    pub redirect_dir: Option<bool>,
     pub store: Option<PathBuf>,
     /// `uidmapping=`, `gidmapping=`, `squash_to_*` (the overflow ids are read at mount).
     pub ids: crate::union::idmap::IdMapping,

@@ -26,6 +26,7 @@ pub(super) fn run(args: &MountArgs, mut plan: Plan) -> Result<(), MountError> {
         cache_entries: args.opts.cache_entries.unwrap_or(Config::default().cache_entries),
         fsync: !args.opts.no_fsync,
         ids: mount_ids(&args.opts.ids),
+        redirect_dir: args.opts.redirect_dir.unwrap_or(Config::default().redirect_dir),
     };
     let ufs = Arc::new(UnionFs::new(stack, cfg).map_err(MountError::Open)?);
     if args.foreground {

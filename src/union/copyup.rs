@@ -265,11 +265,22 @@ impl UnionFs {
         if !node.is_merged() {
             return Ok(());
         }
+        let top = self.upper_dir_of(node)?;
         for e in self.list_dir(node.ino)?.into_iter().skip(2) {
             let child = self.lookup_node(node.ino, &e.name)?;
-            if child.is_dir() { self.detach_dir(&child) } else { self.copy_up(&child) }?;
+            if child.is_dir() {
+                self.detach_dir(&child)?;
+                continue;
+            }
+            self.copy_up(&child)?;
+            // Names of one lower file share its node, whose copy went to one of them:
+            // the others become links to that copy (as a copy of the tree keeps them).
+            let cname = crate::sys::component(&e.name)?;
+            if matches!(fs::stat_at(top.as_fd(), &cname), Err(Errno::ENOENT)) {
+                let (_, copy) = child.top()?;
+                fs::link_fd(copy.as_fd(), top.as_fd(), &cname)?;
+            }
         }
-        let top = self.upper_dir_of(node)?;
         self.set_opaque(&top)?;
         node.cut_lower_dirs();
         Ok(())

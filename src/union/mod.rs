@@ -24,6 +24,7 @@ pub mod namespace;
 pub mod readdir;
 pub mod reaper;
 pub mod rename;
+pub mod redirect;
 pub mod resolve;
 pub mod view;
 
@@ -49,11 +50,15 @@ pub struct Config {
     pub fsync: bool,
     /// On-disk ↔ presented ids (`uidmapping=`, `squash_to_*`); identity by default.
     pub ids: idmap::IdMapping,
+    /// Rename a directory lower layers hold by writing a redirect xattr (as kernel
+    /// overlayfs with `redirect_dir=on`); false (`redirect_dir=off`): copy its tree up.
+    /// Redirects in layers are followed either way.
+    pub redirect_dir: bool,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { cache_entries: 100_000, fsync: true, ids: idmap::IdMapping::default() }
+        Config { cache_entries: 100_000, fsync: true, ids: idmap::IdMapping::default(), redirect_dir: true }
     }
 }
 
@@ -192,9 +197,12 @@ impl UnionFs {
         match self.cache.get(parent, name) {
             Some(None) => return Err(Errno::ENOENT),
             Some(Some(ino)) => {
-                // A node detached meanwhile (removed, superseded) is walked past.
+                // A node detached meanwhile (removed, superseded) is walked past, and
+                // so is a file copied up through another of its lower hard links: this
+                // name is still the lower file, another object now (the walk says which).
                 if let Some(n) = self.nodes.get_and_ref(ino)
                     && !n.is_unlinked()
+                    && (n.is_dir() || !self.stack.is_upper(n.layer()) || n.is_at(parent, name))
                 {
                     return Ok((n, None));
                 }
@@ -290,3 +298,5 @@ impl UnionFs {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod redirect_tests;

@@ -5,8 +5,8 @@
 //! directory made over a whiteout is opaque. Removing a name that lower layers also
 //! have leaves a whiteout (RENAME_WHITEOUT / exchange with a fresh whiteout, or a
 //! `.wh.NAME` written before the upper entry goes). Upper directories are removed
-//! by moving them into work first. A directory that is renamed is first made
-//! self-contained (`detach_dir`), so renaming lower directories works (no EXDEV).
+//! by moving them into work first. Renaming lower directories works (no EXDEV): see
+//! `rename`.
 //! Each change invalidates exactly the lookup-cache keys it touches.
 
 use super::inode::{Held, NewNode, Node};

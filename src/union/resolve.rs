@@ -55,7 +55,7 @@ impl<'a> Key<'a> {
 }
 
 /// Does `dir` (in `layer`) hold a `.wh.NAME` whiteout for `key`?
-fn has_wh_file(stack: &LayerStack, layer: LayerIdx, dir: &Held, key: &Key<'_>) -> bool {
+pub(super) fn has_wh_file(stack: &LayerStack, layer: LayerIdx, dir: &Held, key: &Key<'_>) -> bool {
     if !stack.reads_markers(layer) {
         return false;
     }
@@ -89,18 +89,44 @@ fn scan_small_dir(stack: &LayerStack, layer: LayerIdx, dir: &Held) {
     }
 }
 
+/// What a directory's xattrs (and, where the layer reads markers, its opaque
+/// marker) say about the layers below it.
+#[derive(Debug, Default)]
+pub struct Marks {
+    /// Nothing below shows (`overlay` rules 2, 7).
+    pub opaque: bool,
+    /// The layers below look for it elsewhere (`overlay` rule 8); only read when not
+    /// opaque (an opaque directory has nothing below to redirect to).
+    pub redirect: Option<overlay::Redirect>,
+}
+
+/// The marks of directory `dir` of `layer`: one listxattr, a getxattr per overlay
+/// xattr present.
+pub fn dir_marks(stack: &LayerStack, layer: LayerIdx, dir: BorrowedFd<'_>) -> Marks {
+    let names = xattr::list(xattr::Target::Fd(dir)).unwrap_or_default();
+    let get = |n: &[u8]| xattr::get(xattr::Target::Fd(dir), OsStr::from_bytes(n)).ok();
+    let opaque = names.iter().any(|n| overlay::is_opaque_xattr(n) && get(n).is_some_and(|v| overlay::is_opaque_value(&v)))
+        || (stack.reads_markers(layer) && fs::stat_at(dir, overlay::OPAQUE_MARKER).is_ok());
+    let redirect = if opaque {
+        None
+    } else {
+        overlay::REDIRECT_XATTRS
+            .iter()
+            .find(|x| names.iter().any(|n| n == x.as_bytes()))
+            .and_then(|x| get(x.as_bytes()))
+            .and_then(|v| overlay::parse_redirect(&v))
+    };
+    Marks { opaque, redirect }
+}
+
 /// Is directory `dir` of `layer` opaque?
 pub fn is_opaque(stack: &LayerStack, layer: LayerIdx, dir: BorrowedFd<'_>) -> bool {
-    if let Ok(names) = xattr::list(xattr::Target::Fd(dir)) {
-        for n in names {
-            if overlay::is_opaque_xattr(&n)
-                && xattr::get(xattr::Target::Fd(dir), OsStr::from_bytes(&n)).is_ok_and(|v| overlay::is_opaque_value(&v))
-            {
-                return true;
-            }
-        }
-    }
-    stack.reads_markers(layer) && fs::stat_at(dir, overlay::OPAQUE_MARKER).is_ok()
+    dir_marks(stack, layer, dir).opaque
+}
+
+/// The redirect directory `dir` of `layer` carries, if any (`overlay` rule 8).
+pub fn redirect_of(stack: &LayerStack, layer: LayerIdx, dir: BorrowedFd<'_>) -> Option<overlay::Redirect> {
+    dir_marks(stack, layer, dir).redirect
 }
 
 /// Does directory `dir`, found as `key` in `parent` of `layer`, hide the directories
@@ -161,7 +187,9 @@ pub fn root_dirs(stack: &LayerStack, from: LayerIdx) -> SysResult<Vec<DirLayer>>
     Ok(dirs)
 }
 
-/// Resolve `name` in the merged directory made of `dirs` (top first).
+/// Resolve `name` in the merged directory made of `dirs` (top first). A directory
+/// found also collects the directories merged below it (`redirect::collect_below`:
+/// by name, or where a redirect points).
 pub fn resolve(stack: &LayerStack, dirs: &[DirLayer], cname: &CStr, name: &OsStr) -> SysResult<Resolved> {
     let key = Key::new(cname, name);
     for (i, (layer, dfd)) in dirs.iter().enumerate() {
@@ -171,41 +199,14 @@ pub fn resolve(stack: &LayerStack, dirs: &[DirLayer], cname: &CStr, name: &OsStr
             InLayer::Entry(st, fd) => {
                 let mut merged = Vec::new();
                 if let Some(fd) = fd {
-                    let fd = Held::new(fd);
-                    merged.push((*layer, fd.clone()));
-                    if !hides_below(stack, *layer, dfd, fd.as_fd(), &key) {
-                        collect_below(stack, &dirs[i + 1..], &key, &mut merged)?;
-                    }
+                    merged.push((*layer, Held::new(fd)));
+                    super::redirect::collect_below(stack, &dirs[i + 1..], dfd, &key, &mut merged)?;
                 }
                 return Ok(Resolved::Found(Found { layer: *layer, dir: dfd.clone(), st, dirs: merged }));
             }
         }
     }
     Ok(Resolved::Missing)
-}
-
-/// Append the directories named `name` below the top one, until one hides the rest.
-fn collect_below(
-    stack: &LayerStack,
-    dirs: &[DirLayer],
-    key: &Key<'_>,
-    out: &mut Vec<DirLayer>,
-) -> SysResult<()> {
-    for (layer, dfd) in dirs {
-        match probe(stack, *layer, dfd, key)? {
-            InLayer::Absent => continue,
-            InLayer::Whiteout => break,
-            InLayer::Entry(_, None) => break,
-            InLayer::Entry(_, Some(fd)) => {
-                let opaque = hides_below(stack, *layer, dfd, fd.as_fd(), key);
-                out.push((*layer, Held::new(fd)));
-                if opaque {
-                    break;
-                }
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Is there a visible entry `name` in the layers of `dirs` below the upper layer?

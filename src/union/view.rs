@@ -107,6 +107,13 @@ impl StackView {
         resolve::is_opaque(&self.stack, layer, dir.as_fd())
     }
 
+    /// The redirect directory `dir` of layer `layer` carries (`overlay` rule 8): its
+    /// contents below are elsewhere, which only a lookup through the merged parent
+    /// (`lookup`) finds.
+    pub fn redirect_of(&self, layer: LayerIdx, dir: &Held) -> Option<overlay::Redirect> {
+        resolve::redirect_of(&self.stack, layer, dir.as_fd())
+    }
+
     /// Look `name` up in the merged directory made of `dirs`: the mount's lookup.
     pub fn lookup(&self, dirs: &[DirLayer], name: &OsStr) -> SysResult<Resolved> {
         let cname = crate::sys::component(name)?;

@@ -250,6 +250,11 @@ impl Drop for Mounted {
 /// second one beside `mnt` (older kernels want two). Err(reason) when the kernel refuses.
 /// Paths are bytes: non-UTF-8 names pass through.
 pub fn kernel_overlay(lowers: &[&Path], upper: Option<(&Path, &Path)>, mnt: &Path) -> Result<Mounted, String> {
+    kernel_overlay_opts(lowers, upper, mnt, KERNEL_OPTS)
+}
+
+/// [`kernel_overlay`] with `opts` instead of [`KERNEL_OPTS`] (e.g. `redirect_dir=on`).
+pub fn kernel_overlay_opts(lowers: &[&Path], upper: Option<(&Path, &Path)>, mnt: &Path, opts_extra: &str) -> Result<Mounted, String> {
     use std::os::unix::ffi::OsStrExt;
     std::fs::create_dir_all(mnt).unwrap();
     let mut dirs: Vec<PathBuf> = lowers.iter().map(|p| p.to_path_buf()).collect();
@@ -273,7 +278,7 @@ pub fn kernel_overlay(lowers: &[&Path], upper: Option<(&Path, &Path)>, mnt: &Pat
             opts.extend_from_slice(p.as_os_str().as_bytes());
         }
     }
-    opts.extend_from_slice(format!(",{KERNEL_OPTS}").as_bytes());
+    opts.extend_from_slice(format!(",{opts_extra}").as_bytes());
     let flags = if upper.is_none() { libc::MS_RDONLY } else { 0 };
     let c = |s: &[u8]| std::ffi::CString::new(s).unwrap();
     let (src, ty, o) = (c(b"overlay"), c(b"overlay"), c(&opts));

@@ -84,7 +84,7 @@ fn tar_entries_whiteouts_links_and_digest() {
     let up = t.path().join("up");
     build_upper(&up);
     let out = t.path().join("layer.tar");
-    let b = write_upper(&up, &out, Compression::None).unwrap();
+    let b = write_upper(&up, &[], &out, Compression::None).unwrap();
     assert_eq!(b.diff_id, sha_file(&out));
     assert_eq!(b.digest, b.diff_id);
     assert_eq!(b.size, std::fs::metadata(&out).unwrap().len());
@@ -125,7 +125,7 @@ fn tar_entries_whiteouts_links_and_digest() {
 
     // Deterministic: the same tree gives the same bytes.
     let out2 = t.path().join("again.tar");
-    assert_eq!(write_upper(&up, &out2, Compression::None).unwrap().diff_id, b.diff_id);
+    assert_eq!(write_upper(&up, &[], &out2, Compression::None).unwrap().diff_id, b.diff_id);
 }
 
 #[test]
@@ -133,10 +133,10 @@ fn compressed_blobs_hash_both_streams() {
     let t = tempfile::tempdir().unwrap();
     let up = t.path().join("up");
     write(&up, "x/y", &"data ".repeat(10_000));
-    let plain = write_upper(&up, &t.path().join("p.tar"), Compression::None).unwrap();
+    let plain = write_upper(&up, &[], &t.path().join("p.tar"), Compression::None).unwrap();
     for (c, name) in [(Compression::Gzip, "l.tar.gz"), (Compression::Zstd, "l.tar.zst")] {
         let out = t.path().join(name);
-        let b = write_upper(&up, &out, c).unwrap();
+        let b = write_upper(&up, &[], &out, c).unwrap();
         assert_eq!(b.diff_id, plain.diff_id, "{name}");
         assert_eq!(b.size, plain.size);
         assert_eq!(b.digest, sha_file(&out));
@@ -168,7 +168,7 @@ fn root_only_entries_owners_devices_overlay_xattrs() {
     assert!(Command::new("mknod").arg(up.join("null")).args(["c", "1", "3"]).status().unwrap().success());
     std::os::unix::fs::chown(up.join("d/keep"), Some(1234), Some(5678)).unwrap();
     let out = t.path().join("l.tar");
-    write_upper(&up, &out, Compression::None).unwrap();
+    write_upper(&up, &[], &out, Compression::None).unwrap();
     let v = read_tar(File::open(&out).unwrap());
     let paths: Vec<&[u8]> = v.iter().map(|s| s.path.as_slice()).collect();
     assert_eq!(paths, vec![&b"d"[..], b"d/.wh..wh..opq", b"d/keep", b".wh.gone", b"null"]);
@@ -192,7 +192,7 @@ fn pax_record_lengths() {
 }
 
 #[test]
-fn refuses_redirect_and_metacopy() {
+fn refuses_metacopy() {
     if !is_root() {
         eprintln!("skipped: needs root for trusted.* xattrs");
         return;
@@ -201,7 +201,37 @@ fn refuses_redirect_and_metacopy() {
     let up = t.path().join("up");
     write(&up, "f", "");
     xattr::set(up.join("f"), "trusted.overlay.metacopy", b"").unwrap();
-    let e = write_upper(&up, &t.path().join("l.tar"), Compression::None).unwrap_err();
+    let e = write_upper(&up, &[], &t.path().join("l.tar"), Compression::None).unwrap_err();
     assert!(e.to_string().contains("metacopy"), "{e}");
     assert!(!t.path().join("l.tar").exists());
+}
+
+/// A renamed directory (redirect xattr): written whole under its new name, opaque,
+/// from the lower layers given; without them the commit fails and writes nothing.
+#[test]
+fn redirected_dir_is_written_whole_and_opaque() {
+    if !is_root() {
+        eprintln!("skipped: needs root for trusted.* xattrs and char 0/0 whiteouts");
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let (up, lo) = (t.path().join("up"), t.path().join("lo"));
+    write(&lo, "a/x", "x");
+    write(&lo, "a/y", "y");
+    write(&lo, "a/sub/z", "z");
+    write(&lo, "keep", "k");
+    write(&up, "b/new", "n");
+    whiteout_dev(&up, "a");
+    whiteout_dev(&up, "b/y");
+    xattr::set(up.join("b"), "trusted.overlay.redirect", b"a").unwrap();
+    let out = t.path().join("l.tar");
+    write_upper(&up, &records(std::slice::from_ref(&lo)), &out, Compression::None).unwrap();
+    let seen = read_tar(File::open(&out).unwrap());
+    let paths: Vec<String> = seen.iter().map(|s| String::from_utf8_lossy(&s.path).into_owned()).collect();
+    assert_eq!(paths, [".wh.a", "b", "b/.wh..wh..opq", "b/new", "b/sub", "b/sub/z", "b/x"]);
+    assert_eq!(seen[6].data, b"x");
+    assert!(seen.iter().all(|s| s.xattrs.iter().all(|(k, _)| !k.starts_with(b"trusted.overlay"))));
+    let e = write_upper(&up, &[], &t.path().join("m.tar"), Compression::None).unwrap_err();
+    assert!(matches!(e, InspectError::NeedsLowers { .. }), "{e}");
+    assert!(!t.path().join("m.tar").exists());
 }
