@@ -115,7 +115,9 @@ impl Io {
             mode,
             inodes: Mutex::default(),
             handles: Mutex::default(),
-            idle: Mutex::new(lru::LruCache::new(std::num::NonZeroUsize::new(IDLE_BACKING_FILES).expect("nonzero"))),
+            idle: Mutex::new(crate::union::cache::growing_lru(
+                std::num::NonZeroUsize::new(IDLE_BACKING_FILES).expect("nonzero"),
+            )),
             inval: Invalidator::default(),
         }
     }

@@ -38,6 +38,10 @@ pub(super) fn run(args: &MountArgs, mut plan: Plan) -> Result<(), MountError> {
     match process::fork().map_err(sys("fork"))? {
         Fork::Parent(pid) => {
             drop(w);
+            // The daemon owns the file system now. Tearing down this copy (the lookup
+            // cache, one fd per layer) would only touch copy-on-write pages the daemon
+            // shares, and delay this process's exit, which is when the mount is ready.
+            std::mem::forget(ufs);
             if let Some(e) = plan.ephemeral.take() {
                 e.hand_over();
             }

@@ -31,12 +31,21 @@ pub struct LookupCache {
     generation: AtomicU64,
 }
 
+/// An LRU of capacity `cap` whose table grows as entries come (`LruCache::new`
+/// allocates and clears the whole table at once, which costs a mount its first
+/// milliseconds whether or not it ever looks much up).
+pub fn growing_lru<K: std::hash::Hash + Eq, V>(cap: NonZeroUsize) -> LruCache<K, V> {
+    let mut c = LruCache::new(NonZeroUsize::MIN);
+    c.resize(cap);
+    c
+}
+
 impl LookupCache {
     /// A cache holding about `entries` entries in all (0 disables it).
     pub fn new(entries: usize) -> LookupCache {
         let per = NonZeroUsize::new(entries.div_ceil(SHARDS).max(1)).expect("nonzero");
         LookupCache {
-            shards: (0..SHARDS).map(|_| Mutex::new(LruCache::new(per))).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(growing_lru(per))).collect(),
             hasher: Default::default(),
             enabled: entries > 0,
             generation: AtomicU64::new(0),
