@@ -48,19 +48,41 @@ pub fn docker_socket() -> Option<PathBuf> {
     }
 }
 
-/// Ask the daemon at `sock`.
-pub fn query(sock: &Path) -> Result<DockerInfo, String> {
-    let mut s = std::os::unix::net::UnixStream::connect(sock).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(TIMEOUT)).map_err(|e| e.to_string())?;
-    s.set_write_timeout(Some(TIMEOUT)).map_err(|e| e.to_string())?;
-    s.write_all(b"GET /info HTTP/1.0\r\nHost: docker\r\nUser-Agent: unionmount\r\nAccept: application/json\r\n\r\n")
-        .map_err(|e| e.to_string())?;
-    let mut buf = Vec::new();
-    (&mut s).take(MAX_RESPONSE as u64 + 1).read_to_end(&mut buf).map_err(|e| e.to_string())?;
-    if buf.len() > MAX_RESPONSE {
-        return Err(format!("answer larger than {MAX_RESPONSE} bytes"));
+/// Why the daemon could not be asked; `Display` is one line.
+#[derive(Debug)]
+pub enum AskError {
+    /// Connecting, writing or reading the socket failed.
+    Io(std::io::Error),
+    /// The answer is larger than [`MAX_RESPONSE`].
+    TooLarge,
+    /// The answer is not a usable `/info` (the parsers' leaf message, without its input).
+    Answer(String),
+}
+
+impl std::fmt::Display for AskError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AskError::Io(e) => write!(f, "{e}"),
+            AskError::TooLarge => write!(f, "answer larger than {MAX_RESPONSE} bytes"),
+            AskError::Answer(m) => f.write_str(m),
+        }
     }
-    parse_info(&http_body(&buf)?)
+}
+impl std::error::Error for AskError {}
+
+/// Ask the daemon at `sock`.
+pub fn query(sock: &Path) -> Result<DockerInfo, AskError> {
+    let mut s = std::os::unix::net::UnixStream::connect(sock).map_err(AskError::Io)?;
+    s.set_read_timeout(Some(TIMEOUT)).map_err(AskError::Io)?;
+    s.set_write_timeout(Some(TIMEOUT)).map_err(AskError::Io)?;
+    s.write_all(b"GET /info HTTP/1.0\r\nHost: docker\r\nUser-Agent: unionmount\r\nAccept: application/json\r\n\r\n")
+        .map_err(AskError::Io)?;
+    let mut buf = Vec::new();
+    (&mut s).take(MAX_RESPONSE as u64 + 1).read_to_end(&mut buf).map_err(AskError::Io)?;
+    if buf.len() > MAX_RESPONSE {
+        return Err(AskError::TooLarge);
+    }
+    http_body(&buf).and_then(|b| parse_info(&b)).map_err(AskError::Answer)
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
