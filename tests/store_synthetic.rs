@@ -557,6 +557,13 @@ fn newer_docker_save_nested_index_and_digests() {
     synth::nest_index(&dir);
     assert_eq!(store::resolve(&q(&dir, &cache, "app:1")).unwrap().id, built[0].id);
     assert_eq!(store::resolve(&q(&dir, &cache, "other:1")).unwrap().id, built[1].id);
+    // --platform chooses there too: the s390x decoy (its manifest is not in the layout) is
+    // taken and fails; this machine's platform named explicitly is the image.
+    let host = format!("linux/{}", unionmount::store::platform::host_arch());
+    let on = |p: &str| StoreQuery { platform: Some(p.into()), ..q(&dir, &cache, "app:1") };
+    assert!(store::resolve(&on("linux/s390x")).is_err());
+    assert_eq!(store::resolve(&on(&host)).unwrap().id, built[0].id);
+    assert!(store::resolve(&on("linux")).unwrap_err().to_string().contains("os/arch"));
     // Docker `repo@digest` entries in repositories.json.
     let d = t.path().join("docker");
     let built = synth::write_docker(&d, &ims);

@@ -100,19 +100,6 @@ fn write_atomic(dest: &Path, data: &[u8]) -> io::Result<()> {
     res.map_err(|e| ctx(e, dest))
 }
 
-/// GOARCH name of this machine, as image configs spell it.
-pub fn oci_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "powerpc64" if cfg!(target_endian = "little") => "ppc64le",
-        "powerpc64" => "ppc64",
-        "loongarch64" => "loong64",
-        other => other,
-    }
-}
-
 /// RFC 3339 UTC time for `secs` since the epoch (clamped to the years -9999..=9999).
 pub fn rfc3339(secs: i64) -> String {
     let secs = secs.clamp(jiff::Timestamp::MIN.as_second(), jiff::Timestamp::MAX.as_second());
@@ -155,7 +142,7 @@ pub fn write_image(dir: &Path, blobs: &Path, name: &str, layers: &[ImageLayer], 
     let ours = |l: &ImageLayer| json!({"created": created, "created_by": l.created_by});
     let mut history: Vec<Value> = layers.iter().map(ours).collect();
     let mut config = json!({
-        "architecture": oci_arch(),
+        "architecture": crate::store::platform::host_arch(),
         "os": "linux",
         "config": {},
     });

@@ -29,27 +29,8 @@ pub const MAX_LAYERS: usize = 1000;
 /// Largest layer blob accepted (1 TiB).
 pub const MAX_LAYER: u64 = 1 << 40;
 
-#[derive(Debug, Clone, Default, serde::Deserialize)]
-pub struct PlatformJson {
-    #[serde(default)]
-    pub os: String,
-    #[serde(default)]
-    pub architecture: String,
-    #[serde(default)]
-    pub variant: Option<String>,
-}
-
-impl PlatformJson {
-    /// `os/arch[/variant]`, escaped for printing.
-    pub fn display(&self) -> String {
-        let mut s = format!("{}/{}", excerpt(&self.os, 20), excerpt(&self.architecture, 20));
-        if let Some(v) = self.variant.as_deref().filter(|v| !v.is_empty()) {
-            s.push('/');
-            s.push_str(&excerpt(v, 20));
-        }
-        s
-    }
-}
+/// An index entry's platform: the store's one type for it.
+pub use crate::store::platform::IndexPlatform as PlatformJson;
 
 #[derive(Debug, Clone, serde::Deserialize)]
 pub struct Descriptor {
@@ -139,16 +120,7 @@ fn is_attestation(d: &Descriptor) -> bool {
 /// one without a platform. Err: the platforms available, for the error line.
 pub fn choose<'a>(entries: &'a [Descriptor], want: &Platform) -> Result<&'a Descriptor, Vec<String>> {
     let usable: Vec<&Descriptor> = entries.iter().filter(|d| !is_attestation(d)).collect();
-    let mut best: Option<(u8, &Descriptor)> = None;
-    for d in &usable {
-        if let Some(p) = &d.platform
-            && let Some(s) = want.score(&p.os, &p.architecture, p.variant.as_deref())
-            && best.is_none_or(|(b, _)| s > b)
-        {
-            best = Some((s, d));
-        }
-    }
-    if let Some((_, d)) = best {
+    if let Some(d) = want.best(&usable, |d| d.platform.as_ref()) {
         return Ok(d);
     }
     if usable.len() == 1 && usable[0].platform.is_none() {

@@ -23,6 +23,7 @@
 use super::digest::Digest;
 use super::json::{self, MAX_CONFIG};
 use super::oci::{Blobs, LayerRef, OciStore};
+use super::platform::Platform;
 use super::{
     BrokenImage, ImageConfig, ImageRecord, Listing, MAX_JSON, ResolveCtx, ResolvedImage, StoreError, StoreKind, shown,
 };
@@ -198,6 +199,10 @@ impl ArchiveStore {
     }
     pub fn path(&self) -> &Path {
         self.oci.blobs.root()
+    }
+    /// `--platform`: which entry of a multi-platform index to take (default: this machine).
+    pub fn select_platform(&mut self, platform: Option<Platform>) {
+        self.oci.platform = platform;
     }
 
     fn manifest_path(&self) -> PathBuf {

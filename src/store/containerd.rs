@@ -28,6 +28,7 @@
 use super::containerd_db::{self, KIND_COMMITTED, MetaDb, Namespace, SnapshotInfo};
 use super::digest::{Digest, chain_ids};
 use super::oci::{self, Descriptor, DirBlobs, LayerRef, OciStore};
+use super::platform::{IndexPlatform, Platform};
 use super::reference::{IdQuery, Query};
 use super::{
     BrokenImage, ImageConfig, ImageRecord, Listing, ResolveCtx, ResolvedImage, ResolvedLayer, StoreError,
@@ -44,75 +45,6 @@ pub const OVERLAYFS: &str = "io.containerd.snapshotter.v1.overlayfs";
 
 /// Docker's namespace, searched first.
 pub const DOCKER_NS: &str = "moby";
-
-/// `os/arch[/variant]`, normalised like containerd's platforms package.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Platform {
-    pub os: String,
-    pub arch: String,
-    pub variant: Option<String>,
-}
-
-fn norm_arch(arch: &str, variant: Option<&str>) -> (String, Option<String>) {
-    let a = match arch {
-        "x86_64" | "x86-64" => "amd64",
-        "aarch64" => "arm64",
-        "i386" | "x86" => "386",
-        a => a,
-    };
-    let v = variant.filter(|v| !v.is_empty()).map(str::to_string);
-    // arm64 without a variant is v8; arm without one is v7.
-    let v = match (a, v.as_deref()) {
-        ("arm64", Some("v8")) => None,
-        ("arm", None) => Some("v7".to_string()),
-        _ => v,
-    };
-    (a.to_string(), v)
-}
-
-impl Platform {
-    /// Parse `--platform os/arch[/variant]`.
-    pub fn parse(s: &str) -> Result<Platform, String> {
-        let parts: Vec<&str> = s.split('/').collect();
-        let ok = |p: &str| !p.is_empty() && p.len() <= 64 && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-        if !(2..=3).contains(&parts.len()) || !parts.iter().all(|p| ok(p)) {
-            return Err(format!("invalid platform {s:?}: expected os/arch[/variant], e.g. linux/arm64"));
-        }
-        let (arch, variant) = norm_arch(&parts[1].to_ascii_lowercase(), parts.get(2).copied());
-        Ok(Platform { os: parts[0].to_ascii_lowercase(), arch, variant })
-    }
-
-    /// The machine we run on.
-    pub fn host() -> Platform {
-        let (arch, variant) = norm_arch(std::env::consts::ARCH, None);
-        Platform { os: "linux".into(), arch, variant }
-    }
-
-    fn matches(&self, p: &IndexPlatform) -> bool {
-        let (arch, variant) = norm_arch(&p.architecture, p.variant.as_deref());
-        p.os == self.os && arch == self.arch && (self.variant.is_none() || variant == self.variant)
-    }
-}
-
-impl std::fmt::Display for Platform {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.os, self.arch)?;
-        if let Some(v) = &self.variant {
-            write!(f, "/{v}")?;
-        }
-        Ok(())
-    }
-}
-
-#[derive(Debug, Clone, Default, serde::Deserialize)]
-struct IndexPlatform {
-    #[serde(default)]
-    architecture: String,
-    #[serde(default)]
-    os: String,
-    #[serde(default)]
-    variant: Option<String>,
-}
 
 #[derive(Debug, Clone, serde::Deserialize)]
 struct IndexEntry {
@@ -209,7 +141,7 @@ impl ContainerdStore {
     }
 
     /// Apply `--namespace` / `--platform` (before `images()`).
-    pub fn select(&mut self, namespace: Option<&str>, platform: Option<&str>) -> Result<(), StoreError> {
+    pub fn select(&mut self, namespace: Option<&str>, platform: Option<&Platform>) -> Result<(), StoreError> {
         if let Some(ns) = namespace {
             if !super::containerd_discover::valid_namespace(ns) {
                 return Err(StoreError::Other(format!(
@@ -220,7 +152,7 @@ impl ContainerdStore {
             self.namespace = Some(ns.to_string());
         }
         if let Some(p) = platform {
-            self.platform = Some(Platform::parse(p).map_err(StoreError::Other)?);
+            self.platform = Some(p.clone());
         }
         self.meta = OnceLock::new();
         self.summaries = OnceLock::new();
@@ -287,17 +219,12 @@ impl ContainerdStore {
                 return Ok(Walked { manifest: doc, config_digest: cfg.digest, config });
             }
             let entries = doc.manifests.unwrap_or_default();
-            let pick = entries.iter().find(|e| e.platform.as_ref().is_some_and(|p| want.matches(p)));
-            let Some(e) = pick else {
+            let Some(e) = want.best(&entries, |e| e.platform.as_ref()) else {
                 let have: Vec<String> = entries
                     .iter()
                     .filter_map(|e| e.platform.as_ref())
                     .filter(|p| p.os != "unknown")
-                    .map(|p| {
-                        let (a, v) = norm_arch(&p.architecture, p.variant.as_deref());
-                        let p = Platform { os: p.os.clone(), arch: a, variant: v }.to_string();
-                        shown::name(&p).to_string()
-                    })
+                    .map(IndexPlatform::display)
                     .collect();
                 return Err(StoreError::Other(format!(
                     "image has no {want} variant (it has: {}); choose one with --platform",
@@ -451,10 +378,8 @@ impl ContainerdStore {
         if let Some(want) = &self.platform {
             // A single-platform image asked for by platform: it must be that platform.
             let p: IndexPlatform = serde_json::from_slice(&w.config).unwrap_or_default();
-            if !want.matches(&p) {
-                let (a, v) = norm_arch(&p.architecture, p.variant.as_deref());
-                let have = Platform { os: p.os.clone(), arch: a, variant: v }.to_string();
-                return Err(StoreError::Other(format!("image {} is {}, not {want}", shown::name(name), shown::name(&have))));
+            if !want.accepts(&p) {
+                return Err(StoreError::Other(format!("image {} is {}, not {want}", shown::name(name), p.display())));
             }
         }
         let diff_ids = cfg.diff_ids();
@@ -569,29 +494,5 @@ fn by_config_id(recs: &[ImageRecord], q: &Query, sums: &BTreeMap<String, Summary
             reference: q.raw.clone(),
             candidates: hits.iter().map(|r| format!("{} ({})", r.id.short(), r.names.join(" "))).collect(),
         }),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn platforms() {
-        let p = Platform::parse("linux/arm64/v8").unwrap();
-        assert_eq!((p.os.as_str(), p.arch.as_str(), p.variant.as_deref()), ("linux", "arm64", None));
-        assert_eq!(Platform::parse("linux/arm").unwrap().variant.as_deref(), Some("v7"));
-        assert_eq!(Platform::parse("linux/x86_64").unwrap().arch, "amd64");
-        for bad in ["linux", "linux/", "/amd64", "a/b/c/d", "linux/amd 64", ""] {
-            assert!(Platform::parse(bad).is_err(), "{bad}");
-        }
-        let ip = |os: &str, a: &str, v: Option<&str>| IndexPlatform { os: os.into(), architecture: a.into(), variant: v.map(Into::into) };
-        let amd = Platform::parse("linux/amd64").unwrap();
-        assert!(amd.matches(&ip("linux", "amd64", None)));
-        assert!(!amd.matches(&ip("unknown", "unknown", None)));
-        let arm = Platform::parse("linux/arm/v6").unwrap();
-        assert!(arm.matches(&ip("linux", "arm", Some("v6"))) && !arm.matches(&ip("linux", "arm", Some("v7"))));
-        assert!(Platform::parse("linux/arm64").unwrap().matches(&ip("linux", "arm64", Some("v8"))));
-        assert_eq!(Platform::parse("linux/arm/v7").unwrap().to_string(), "linux/arm/v7");
     }
 }

@@ -55,6 +55,7 @@ pub use error::StoreError;
 pub use select::{BrokenImage, ImageRecord, Listing, find, find_record, short_id, split_bare};
 
 pub(crate) use config::ImageConfig;
+use platform::Platform;
 use std::path::{Path, PathBuf};
 
 /// Largest metadata (JSON) file we read.
@@ -150,10 +151,15 @@ impl Store {
             StoreKind::Containerd => Store::Containerd(Box::new(containerd::ContainerdStore::open(&containerd::root_of(path))?)),
         })
     }
-    /// Apply `--namespace` and `--platform` (containerd stores; others ignore them).
+    /// Apply `--namespace` (containerd stores) and `--platform` (every store with
+    /// multi-platform indexes: containerd, OCI layouts, `docker save` archives).
     pub fn select(&mut self, namespace: Option<&str>, platform: Option<&str>) -> Result<(), StoreError> {
-        if let Store::Containerd(s) = self {
-            s.select(namespace, platform)?;
+        let platform = platform.map(Platform::parse).transpose().map_err(StoreError::Other)?;
+        match self {
+            Store::Containerd(s) => s.select(namespace, platform.as_ref())?,
+            Store::Oci(s) => s.platform = platform,
+            Store::Archive(s) => s.select_platform(platform),
+            Store::Docker(_) | Store::CStorage(_) => {}
         }
         Ok(())
     }

@@ -24,6 +24,7 @@
 use super::cache::{self, LayerSource};
 use super::digest::Digest;
 use super::json::{self, MAX_CONFIG, MAX_MANIFEST};
+use super::platform::{IndexPlatform, Platform};
 use super::{
     BrokenImage, ImageConfig, ImageRecord, Listing, MAX_JSON, ResolveCtx, ResolvedImage, ResolvedLayer, StoreError,
     StoreKind, WhiteoutFormat, shown, split_bare,
@@ -95,15 +96,7 @@ pub(crate) struct Descriptor {
     #[serde(default)]
     pub annotations: Option<BTreeMap<String, String>>,
     #[serde(default)]
-    pub platform: Option<Platform>,
-}
-
-#[derive(Debug, Clone, Default, serde::Deserialize)]
-pub(crate) struct Platform {
-    #[serde(default)]
-    pub architecture: String,
-    #[serde(default)]
-    pub os: String,
+    pub platform: Option<IndexPlatform>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -131,16 +124,6 @@ pub(crate) struct LayerRef {
     pub digest: Option<Digest>,
 }
 
-fn this_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "powerpc64" => "ppc64le",
-        a => a,
-    }
-}
-
 /// The ref names of a descriptor, read from the raw entry (so a broken entry keeps them).
 fn ref_names(v: &serde_json::Value) -> Vec<String> {
     let mut names = Vec::new();
@@ -157,6 +140,8 @@ fn ref_names(v: &serde_json::Value) -> Vec<String> {
 /// An OCI layout over some [`Blobs`].
 pub struct OciStore<B: Blobs> {
     pub blobs: B,
+    /// `--platform`: the entry a nested multi-platform index gives; None = this machine.
+    pub platform: Option<Platform>,
 }
 
 /// One manifest reached from index.json, with the names pointing at it.
@@ -170,7 +155,7 @@ type Entry = (Vec<String>, Result<Vec<Found>, StoreError>);
 
 impl<B: Blobs> OciStore<B> {
     pub fn new(blobs: B) -> Self {
-        OciStore { blobs }
+        OciStore { blobs, platform: None }
     }
 
     /// Read a JSON blob by descriptor: at most `cap`, exactly its size, checked digest.
@@ -218,9 +203,21 @@ impl<B: Blobs> OciStore<B> {
             return Err(StoreError::corrupt(&self.blobs.display(Path::new("index.json")), "indexes nested too deeply"));
         }
         let nested = depth > 0;
-        let arch_ok = |d: &Descriptor| match &d.platform {
-            None => true,
-            Some(p) => (p.os.is_empty() || p.os == "linux") && (p.architecture.is_empty() || p.architecture == this_arch()),
+        let host;
+        let want = match &self.platform {
+            Some(p) => p,
+            None => {
+                host = Platform::host();
+                &host
+            }
+        };
+        // An entry without a platform, or with its os or architecture left empty, is
+        // taken as the wanted one in what it leaves out.
+        let arch_ok = |d: &Descriptor| {
+            d.platform.as_ref().is_none_or(|p| {
+                let or = |s: &'_ str, dflt: &str| if s.is_empty() { dflt.to_string() } else { s.to_string() };
+                want.matches(&or(&p.os, &want.os), &or(&p.architecture, &want.architecture), p.variant.as_deref())
+            })
         };
         let mut picked = false;
         for d in descs {

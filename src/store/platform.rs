@@ -1,5 +1,7 @@
 //! Image platforms (`os/arch[/variant]`): the `--platform` flag, the host's platform, and
-//! which entry of a multi-platform index matches (registries, containerd).
+//! which entry of a multi-platform index matches. The one home of these rules: registries,
+//! containerd, OCI layouts and `docker save` archives all choose with [`Platform`] and
+//! read index entries' platforms as [`IndexPlatform`].
 //!
 //! Names follow the OCI image index (`linux`, `amd64`, `arm64`, `arm` + `v7`).
 //! Invariants: a parsed [`Platform`] holds only `[a-z0-9._-]` components, at most 32
@@ -29,8 +31,51 @@ fn normalize_arch(a: &str) -> &str {
         "x86_64" | "x86-64" => "amd64",
         "aarch64" => "arm64",
         "x86" | "i386" | "i686" => "386",
-        "powerpc64le" | "powerpc64" => "ppc64le",
+        "powerpc64le" => "ppc64le",
+        "loongarch64" => "loong64",
         a => a,
+    }
+}
+
+/// GOARCH of this machine, as image configs and indexes spell it.
+pub fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        // Rust names both byte orders powerpc64; Go does not.
+        "powerpc64" if cfg!(target_endian = "little") => "ppc64le",
+        "powerpc64" => "ppc64",
+        a => normalize_arch(a),
+    }
+}
+
+/// The `platform` of an index entry (or the platform fields of an image config) as a
+/// store or registry wrote it: untrusted text, compared only through [`Platform`] and
+/// shown only through [`IndexPlatform::display`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+pub struct IndexPlatform {
+    #[serde(default)]
+    pub os: String,
+    #[serde(default)]
+    pub architecture: String,
+    #[serde(default)]
+    pub variant: Option<String>,
+}
+
+impl IndexPlatform {
+    /// `os/arch[/variant]`, each part escaped and cut short, for a message.
+    pub fn display(&self) -> String {
+        let part = |s: &str| {
+            let mut out: String = s.chars().take(20).flat_map(char::escape_debug).collect();
+            if s.chars().count() > 20 {
+                out.push('…');
+            }
+            out
+        };
+        let mut s = format!("{}/{}", part(&self.os), part(&self.architecture));
+        if let Some(v) = self.variant.as_deref().filter(|v| !v.is_empty()) {
+            s.push('/');
+            s.push_str(&part(v));
+        }
+        s
     }
 }
 
@@ -61,11 +106,26 @@ impl Platform {
 
     /// The platform of this machine (`linux/amd64`, `linux/arm64`, …).
     pub fn host() -> Platform {
-        Platform {
-            os: std::env::consts::OS.to_string(),
-            architecture: normalize_arch(std::env::consts::ARCH).to_string(),
-            variant: None,
+        Platform { os: std::env::consts::OS.to_string(), architecture: host_arch().to_string(), variant: None }
+    }
+
+    /// [`Platform::matches`] for an index entry's platform.
+    pub fn accepts(&self, p: &IndexPlatform) -> bool {
+        self.matches(&p.os, &p.architecture, p.variant.as_deref())
+    }
+
+    /// The entry of `entries` that matches best (the first of equals), if any.
+    pub fn best<'a, T>(&self, entries: &'a [T], platform: impl Fn(&T) -> Option<&IndexPlatform>) -> Option<&'a T> {
+        let mut best: Option<(u8, &T)> = None;
+        for e in entries {
+            if let Some(p) = platform(e)
+                && let Some(s) = self.score(&p.os, &p.architecture, p.variant.as_deref())
+                && best.is_none_or(|(b, _)| s > b)
+            {
+                best = Some((s, e));
+            }
         }
+        best.map(|(_, e)| e)
     }
 
     /// Does an index entry for `os`/`arch`/`variant` (as the index spells them) match?
@@ -140,5 +200,29 @@ mod tests {
         assert!(p("linux/amd64").matches("linux", "x86_64", None));
         let arm = p("linux/arm");
         assert!(arm.score("linux", "arm", Some("v7")) > arm.score("linux", "arm", Some("v6")));
+    }
+
+    /// What containerd's own parser (now this one) asserted: arm64/v8 is arm64, arm is
+    /// arm/v7, x86_64 is amd64, and index entries match as containerd matches them.
+    #[test]
+    fn containerd_platforms() {
+        let p = |s: &str| Platform::parse(s).unwrap();
+        let ip = |os: &str, a: &str, v: Option<&str>| IndexPlatform { os: os.into(), architecture: a.into(), variant: v.map(Into::into) };
+        let arm64v8 = p("linux/arm64/v8");
+        assert!(arm64v8.accepts(&ip("linux", "arm64", None)) && p("linux/arm64").accepts(&ip("linux", "arm64", Some("v8"))));
+        let entries = [ip("linux", "arm", Some("v6")), ip("linux", "arm", Some("v7"))];
+        assert_eq!(p("linux/arm").best(&entries, |e| Some(e)), Some(&entries[1]), "arm means arm/v7");
+        assert!(p("linux/arm").accepts(&ip("linux", "arm", None)));
+        assert_eq!(p("linux/x86_64").architecture, "amd64");
+        for bad in ["linux", "linux/", "/amd64", "a/b/c/d", "linux/amd 64", ""] {
+            assert!(Platform::parse(bad).is_err(), "{bad}");
+        }
+        let amd = p("linux/amd64");
+        assert!(amd.accepts(&ip("linux", "amd64", None)));
+        assert!(!amd.accepts(&ip("unknown", "unknown", None)));
+        let arm = p("linux/arm/v6");
+        assert!(arm.accepts(&ip("linux", "arm", Some("v6"))) && !arm.accepts(&ip("linux", "arm", Some("v7"))));
+        assert_eq!(p("linux/arm/v7").to_string(), "linux/arm/v7");
+        assert_eq!(ip("linux", "arm\n", Some("v7")).display(), "linux/arm\\n/v7");
     }
 }
