@@ -28,25 +28,26 @@
 //! - a name is tried before an id prefix; a prefix that selects two images is an error
 //!   listing both; with no `--store` the first default store holding the image wins.
 
-pub mod archive;
+// Public where tests/ or the registry client need them; the readers are private.
+pub(crate) mod archive;
 pub mod bbolt;
-pub mod cache;
+pub(crate) mod cache;
 mod config;
-pub mod containerd;
-pub mod containerd_db;
-pub mod containerd_discover;
-pub mod cstorage;
-pub mod detect;
+pub(crate) mod containerd;
+pub(crate) mod containerd_db;
+pub(crate) mod containerd_discover;
+pub(crate) mod cstorage;
+mod detect;
 pub mod digest;
-pub mod docker;
+pub(crate) mod docker;
 mod error;
-pub mod json;
-pub mod oci;
+pub(crate) mod json;
+pub(crate) mod oci;
 pub mod platform;
 pub mod reference;
-pub mod registry;
+pub(crate) mod registry;
 mod select;
-pub mod shown;
+pub(crate) mod shown;
 pub mod unpack;
 
 pub use detect::{StoreKind, default_stores, detect};

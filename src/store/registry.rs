@@ -1,5 +1,5 @@
 //! The registry's part of the layer cache: what a pull keeps so that the next mount of the
-//! same image needs no network. No network code here (that is `crate::registry`).
+//! same image needs no network. No network code here (that is the `registry` module).
 //!
 //! ```text
 //! CACHE/registry/                              (mode 0700, beside CACHE/layers and CACHE/tmp)
