@@ -144,6 +144,16 @@ fn redirects_agree_with_kernel_overlayfs() {
     drop(k2);
     let mut f2 = fuse(&fd);
     tree::assert_same("a later unionmount", "first mount", &f_tree, "later mount", &snap(&f2));
+    // `which` follows the redirect as the mount does: a file of a moved tree comes
+    // from the bottom layer, under its old path.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_unionmount"))
+        .args(["which", "--json"])
+        .arg(f2.mnt.join("land/b3/f"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "which: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains(&*fd.lowers[1].to_string_lossy()), "which names the bottom layer: {text}");
     f2.unmount().unwrap();
     // unionmount over the upper the kernel wrote.
     let mut f3 = fuse(&kd);

@@ -86,7 +86,8 @@ fn holds(view: &StackView, layer: LayerIdx, rel: &[OsString]) -> SysResult<bool>
     for (i, name) in rel.iter().enumerate() {
         match view.lookup(&dirs, name)? {
             Resolved::Found(_) if i + 1 == rel.len() => return Ok(true),
-            Resolved::Found(f) if f.st.is_dir() => dirs = f.dirs,
+            // That layer's directory alone (a redirect would reach into the others).
+            Resolved::Found(f) if f.st.is_dir() => dirs = f.dirs.into_iter().take(1).collect(),
             _ => return Ok(false),
         }
     }

@@ -34,6 +34,10 @@ fn dirs(build: impl FnOnce(&Path, &Path)) -> Dirs {
 }
 
 fn mount(d: &Dirs, redirect_dir: bool, wh: WhiteoutForm) -> UnionFs {
+    UnionFs::new(stack(d, wh), Config { redirect_dir, ..Config::default() }).unwrap()
+}
+
+fn stack(d: &Dirs, wh: WhiteoutForm) -> LayerStack {
     let spec = StackSpec {
         lowers: vec![d.l1.clone(), d.l2.clone()],
         upper: Some(d.up.clone()),
@@ -41,7 +45,7 @@ fn mount(d: &Dirs, redirect_dir: bool, wh: WhiteoutForm) -> UnionFs {
         whiteout: Some(wh),
         lower_formats: vec![],
     };
-    UnionFs::new(LayerStack::open(&spec).unwrap(), Config { redirect_dir, ..Config::default() }).unwrap()
+    LayerStack::open(&spec).unwrap()
 }
 
 fn root() -> bool {
@@ -226,13 +230,17 @@ fn redirect_dir_off_copies_the_tree() {
 
 #[test]
 fn rootless_form_writes_user_redirect() {
-    // The `.wh.` form as an unprivileged mount writes it; the redirect xattr is in
-    // whatever namespace the mount can write (user.* without CAP_SYS_ADMIN).
+    // As an unprivileged mount writes: `.wh.` whiteouts and user.* xattrs (what
+    // `LayerStack::open` picks where trusted.* cannot be set).
     let d = dirs(layers);
-    let f = mount(&d, true, WhiteoutForm::WhFile);
+    let mut st = stack(&d, WhiteoutForm::WhFile);
+    let up = st.upper.as_mut().unwrap();
+    (up.opaque_xattr, up.redirect_xattr) = (overlay::OPAQUE_XATTR_USER, overlay::REDIRECT_XATTR_USER);
+    let f = UnionFs::new(st, Config::default()).unwrap();
     let before = tree(&f, ino(&f, "big").unwrap());
     mv(&f, "big", "big2", 0).unwrap();
     assert!(d.up.join(".wh.big").is_file());
+    assert_eq!(::xattr::get(d.up.join("big2"), overlay::REDIRECT_XATTR_USER).unwrap().as_deref(), Some(&b"big"[..]));
     assert_eq!(tree(&f, ino(&f, "big2").unwrap()), before);
     drop(f);
     let g = mount(&d, true, WhiteoutForm::WhFile);

@@ -97,7 +97,9 @@ impl StackView {
         resolve::root_dirs(&self.stack, from)
     }
 
-    /// Layer `layer`'s root alone (to ask what that one layer holds).
+    /// Layer `layer`'s root alone (to ask what that one layer holds). A directory a
+    /// lookup finds in it may come with the directories a redirect points to in the
+    /// layers below (`Found::dirs`): its first one is that layer's alone.
     pub fn layer_root(&self, layer: LayerIdx) -> SysResult<Vec<DirLayer>> {
         Ok(vec![(layer, self.root(layer)?)])
     }
