@@ -9,14 +9,16 @@
 //! `name` and reject names holding `/`, so a walk that starts at a layer's root fd
 //! and goes one component at a time can never leave that layer.
 
-pub mod dir;
-pub mod fs;
-pub mod fusectl;
-pub mod mount;
-pub mod process;
-pub mod store_ops;
+// Public: store_ops (tests/ build whiteouts and opaque markers with it) and beneath (the
+// interface every store reader is written against); the rest serves the crate only.
 pub mod beneath;
-pub mod xattr;
+pub(crate) mod dir;
+pub(crate) mod fs;
+pub(crate) mod fusectl;
+pub(crate) mod mount;
+pub(crate) mod process;
+pub mod store_ops;
+pub(crate) mod xattr;
 
 use std::ffi::{CString, OsStr};
 use std::os::unix::ffi::OsStrExt;
