@@ -14,9 +14,31 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// `listxattrat(2)`'s number, the same in the generic table and on x86 (Linux 6.13;
-/// the libc crate does not name it for every architecture yet).
-const SYS_LISTXATTRAT: libc::c_long = 465;
+/// `listxattrat(2)`'s number (Linux 6.13) where the architecture uses the unified
+/// numbers of new system calls (the libc crate does not name it for these yet);
+/// elsewhere none, and listing goes through /proc.
+#[cfg(any(
+    target_arch = "x86_64",
+    target_arch = "x86",
+    target_arch = "aarch64",
+    target_arch = "arm",
+    target_arch = "riscv64",
+    target_arch = "loongarch64",
+    target_arch = "powerpc64",
+    target_arch = "s390x"
+))]
+const SYS_LISTXATTRAT: Option<libc::c_long> = Some(465);
+#[cfg(not(any(
+    target_arch = "x86_64",
+    target_arch = "x86",
+    target_arch = "aarch64",
+    target_arch = "arm",
+    target_arch = "riscv64",
+    target_arch = "loongarch64",
+    target_arch = "powerpc64",
+    target_arch = "s390x"
+)))]
+const SYS_LISTXATTRAT: Option<libc::c_long> = None;
 
 /// Cleared once the kernel answered `ENOSYS` (or a filter `EPERM`) to `listxattrat`.
 static LISTXATTRAT: AtomicBool = AtomicBool::new(true);
@@ -67,13 +89,12 @@ pub fn get(t: Target<'_>, name: &OsStr) -> SysResult<Vec<u8>> {
 /// `fd` holds (`O_PATH` or not), or `ERANGE` when `buf` is too small. None when the
 /// call failed otherwise, for whatever reason: the caller then asks through /proc.
 fn list_dir_at(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Option<SysResult<usize>> {
+    let nr = SYS_LISTXATTRAT?;
     if !LISTXATTRAT.load(Ordering::Relaxed) {
         return None;
     }
     // SAFETY: valid fd and C string; `buf` is writable for its length.
-    let r = unsafe {
-        libc::syscall(SYS_LISTXATTRAT, fd.as_raw_fd(), c".".as_ptr(), libc::AT_SYMLINK_NOFOLLOW, buf.as_mut_ptr(), buf.len())
-    };
+    let r = unsafe { libc::syscall(nr, fd.as_raw_fd(), c".".as_ptr(), libc::AT_SYMLINK_NOFOLLOW, buf.as_mut_ptr(), buf.len()) };
     if r >= 0 {
         return Some(Ok(r as usize));
     }
