@@ -12,27 +12,14 @@ mod registry_support;
 
 use common::rng::Rng;
 use common::synth::{self, Comp, E, Image};
-use common::tree;
 use registry_support::*;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn skip() -> bool {
-    if let Some(why) = skip_reason() {
-        eprintln!("SKIP: {why}");
-        return true;
-    }
-    if !tree::is_root() || !Path::new("/dev/fuse").exists() {
-        eprintln!("SKIP: needs root and /dev/fuse");
-        return true;
-    }
-    false
-}
-
-fn um(home: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_unionmount"));
-    c.env("HOME", home).env_remove("REGISTRY_AUTH_FILE").env_remove("XDG_RUNTIME_DIR").env_remove("DOCKER_CONFIG");
+/// The shared `um` with stdout dropped and stderr captured (the tests read its lines).
+fn um_piped(home: &Path) -> Command {
+    let mut c = um(home);
     c.stdout(Stdio::null()).stderr(Stdio::piped());
     c
 }
@@ -113,7 +100,7 @@ fn nothing_left(cache: &Path, mnt: &Path) {
 
 #[test]
 fn registry_killed_mid_download_then_resume_with_range() {
-    if skip() {
+    if skip(true) {
         return;
     }
     let t = tempfile::tempdir().unwrap();
@@ -123,7 +110,7 @@ fn registry_killed_mid_download_then_resume_with_range() {
     let (cache, mnt) = (t.path().join("cache"), t.path().join("mnt"));
     std::fs::create_dir_all(&mnt).unwrap();
     let r = format!("docker://{}/big:1", proxy.host());
-    let child = um(t.path()).arg("--cache").arg(&cache).arg(&r).arg(&mnt).spawn().unwrap();
+    let child = um_piped(t.path()).arg("--cache").arg(&cache).arg(&r).arg(&mnt).spawn().unwrap();
     wait_for("a partial download", || partial_bytes(&cache) > 256 << 10);
     reg.kill();
     let (code, e) = finish(child);
@@ -137,7 +124,7 @@ fn registry_killed_mid_download_then_resume_with_range() {
     // The registry is back: the next mount resumes where the partial ends.
     reg.restart();
     proxy.rate.store(0, std::sync::atomic::Ordering::SeqCst);
-    let o = um(t.path()).arg("--cache").arg(&cache).arg(&r).arg(&mnt).output().unwrap();
+    let o = um_piped(t.path()).arg("--cache").arg(&cache).arg(&r).arg(&mnt).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let _ = Command::new("umount").arg(&mnt).status();
     let ranges = proxy.seen().ranges;
@@ -148,7 +135,7 @@ fn registry_killed_mid_download_then_resume_with_range() {
 
 #[test]
 fn sigint_and_sigterm_during_a_download() {
-    if skip() {
+    if skip(true) {
         return;
     }
     let t = tempfile::tempdir().unwrap();
@@ -160,7 +147,7 @@ fn sigint_and_sigterm_during_a_download() {
     let r = format!("docker://{}/big:1", proxy.host());
     let mut last = 0;
     for (sig, code) in [(libc::SIGINT, 130), (libc::SIGTERM, 143)] {
-        let child = um(t.path()).arg("--cache").arg(&cache).arg(&r).arg(&mnt).spawn().unwrap();
+        let child = um_piped(t.path()).arg("--cache").arg(&cache).arg(&r).arg(&mnt).spawn().unwrap();
         wait_for("more downloaded bytes", || partial_bytes(&cache) > last + (64 << 10));
         kill(&child, sig);
         let (got, e) = finish(child);
@@ -177,7 +164,7 @@ fn sigint_and_sigterm_during_a_download() {
 /// stores that unpack into the cache.
 #[test]
 fn sigint_during_an_unpack_every_store() {
-    if skip() {
+    if skip(true) {
         return;
     }
     let t = tempfile::tempdir().unwrap();
@@ -196,7 +183,7 @@ fn sigint_during_an_unpack_every_store() {
     for (name, args) in cases {
         let (cache, mnt) = (t.path().join(format!("cache-{name}")), t.path().join(format!("mnt-{name}")));
         std::fs::create_dir_all(&mnt).unwrap();
-        let child = um(t.path()).arg("--cache").arg(&cache).args(&args).arg(&mnt).spawn().unwrap();
+        let child = um_piped(t.path()).arg("--cache").arg(&cache).args(&args).arg(&mnt).spawn().unwrap();
         wait_for("an unpack in progress", || count(cache.join("tmp")) > 0 || common::overlay_harness::is_mounted(&mnt));
         assert!(!common::overlay_harness::is_mounted(&mnt), "{name}: the unpack was too quick to interrupt");
         kill(&child, libc::SIGINT);
@@ -221,7 +208,7 @@ fn layer_digest(layout: &Path, tag: &str) -> String {
 /// wire once (the second waits on the first's locked partial download) and is unpacked once.
 #[test]
 fn two_pulls_at_once_share_one_download() {
-    if skip() {
+    if skip(true) {
         return;
     }
     let t = tempfile::tempdir().unwrap();
@@ -237,7 +224,7 @@ fn two_pulls_at_once_share_one_download() {
         .iter()
         .map(|m| {
             std::fs::create_dir_all(m).unwrap();
-            um(t.path()).arg("--cache").arg(&cache).arg(&r).arg(m).spawn().unwrap()
+            um_piped(t.path()).arg("--cache").arg(&cache).arg(&r).arg(m).spawn().unwrap()
         })
         .collect();
     for c in children {

@@ -11,25 +11,6 @@ use registry_support::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn skip(needs_fuse: bool) -> bool {
-    if let Some(why) = skip_reason() {
-        eprintln!("SKIP: {why}");
-        return true;
-    }
-    if !tree::is_root() || (needs_fuse && !Path::new("/dev/fuse").exists()) {
-        eprintln!("SKIP: needs root and /dev/fuse (the fixture holds device whiteouts and setuid files)");
-        return true;
-    }
-    false
-}
-
-/// The binary with a clean credential environment (HOME in `home`).
-fn um(home: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_unionmount"));
-    c.env("HOME", home).env_remove("REGISTRY_AUTH_FILE").env_remove("XDG_RUNTIME_DIR").env_remove("DOCKER_CONFIG").env_remove("XDG_CONFIG_HOME");
-    c
-}
-
 struct Mounted(PathBuf);
 impl Drop for Mounted {
     fn drop(&mut self) {

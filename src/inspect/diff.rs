@@ -424,15 +424,9 @@ mod tests {
         }
         let t = tempfile::tempdir().unwrap();
         let (up, lo) = (t.path().join("up"), t.path().join("lo"));
-        write(&lo, "a/x", "x");
-        write(&lo, "a/y", "y");
-        write(&lo, "a/sub/z", "z");
+        renamed_a_to_b(&up, &lo);
         write(&lo, "d/keep", "k");
         write(&lo, "d/gone", "g");
-        write(&up, "b/new", "n");
-        whiteout_dev(&up, "a");
-        whiteout_dev(&up, "b/y");
-        xattr::set(up.join("b"), "trusted.overlay.redirect", b"a").unwrap();
         // Onto an existing name: compared with what was there.
         mkdir(&up, "d");
         xattr::set(up.join("d"), "trusted.overlay.redirect", b"/a/sub").unwrap();

@@ -232,6 +232,19 @@ pub(crate) mod testutil {
         assert!(st.success());
     }
 
+    /// Lower `lo` holds `a/{x,y,sub/z}`; upper `up` shows `a` renamed to `b` as the kernel
+    /// writes it with redirect_dir=on (whiteout at `a`, `b` redirected to `a`), with
+    /// `b/new` added and `b/y` removed. Root only (char 0/0 whiteouts, trusted.* xattrs).
+    pub fn renamed_a_to_b(up: &Path, lo: &Path) {
+        write(lo, "a/x", "x");
+        write(lo, "a/y", "y");
+        write(lo, "a/sub/z", "z");
+        write(up, "b/new", "n");
+        whiteout_dev(up, "a");
+        whiteout_dev(up, "b/y");
+        ::xattr::set(up.join("b"), "trusted.overlay.redirect", b"a").unwrap();
+    }
+
     /// Layer records for plain directories (either whiteout form).
     pub fn records(dirs: &[PathBuf]) -> Vec<LayerRecord> {
         dirs.iter().map(|d| LayerRecord { dir: d.clone(), diff_id: None, layer_id: None, whiteouts: Default::default() }).collect()

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// `listxattrat(2)`'s number (Linux 6.13) where the architecture uses the unified
 /// numbers of new system calls (the libc crate does not name it for these yet);
 /// elsewhere none, and listing goes through /proc.
-#[cfg(any(
+const SYS_LISTXATTRAT: Option<libc::c_long> = if cfg!(any(
     target_arch = "x86_64",
     target_arch = "x86",
     target_arch = "aarch64",
@@ -26,19 +26,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
     target_arch = "loongarch64",
     target_arch = "powerpc64",
     target_arch = "s390x"
-))]
-const SYS_LISTXATTRAT: Option<libc::c_long> = Some(465);
-#[cfg(not(any(
-    target_arch = "x86_64",
-    target_arch = "x86",
-    target_arch = "aarch64",
-    target_arch = "arm",
-    target_arch = "riscv64",
-    target_arch = "loongarch64",
-    target_arch = "powerpc64",
-    target_arch = "s390x"
-)))]
-const SYS_LISTXATTRAT: Option<libc::c_long> = None;
+)) {
+    Some(465)
+} else {
+    None
+};
 
 /// Cleared once the kernel answered `ENOSYS` (or a filter `EPERM`) to `listxattrat`.
 static LISTXATTRAT: AtomicBool = AtomicBool::new(true);

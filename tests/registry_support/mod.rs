@@ -32,6 +32,33 @@ pub fn skip_reason() -> Option<String> {
     None
 }
 
+/// True (after saying why) where a registry test cannot run: a tool or the fixture
+/// missing, not root (the fixture holds device whiteouts and setuid files), or, for a
+/// test that mounts (`needs_fuse`), no /dev/fuse.
+pub fn skip(needs_fuse: bool) -> bool {
+    if let Some(why) = skip_reason() {
+        eprintln!("SKIP: {why}");
+        return true;
+    }
+    if !crate::common::tree::is_root() || (needs_fuse && !Path::new("/dev/fuse").exists()) {
+        let what = if needs_fuse { "root and /dev/fuse" } else { "root" };
+        eprintln!("SKIP: needs {what} (the fixture holds device whiteouts and setuid files)");
+        return true;
+    }
+    false
+}
+
+/// The binary with a clean credential environment (HOME in `home`).
+pub fn um(home: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_unionmount"));
+    c.env("HOME", home)
+        .env_remove("REGISTRY_AUTH_FILE")
+        .env_remove("XDG_RUNTIME_DIR")
+        .env_remove("DOCKER_CONFIG")
+        .env_remove("XDG_CONFIG_HOME");
+    c
+}
+
 pub fn fixture() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/tiny-image")
 }

@@ -216,14 +216,8 @@ fn redirected_dir_is_written_whole_and_opaque() {
     }
     let t = tempfile::tempdir().unwrap();
     let (up, lo) = (t.path().join("up"), t.path().join("lo"));
-    write(&lo, "a/x", "x");
-    write(&lo, "a/y", "y");
-    write(&lo, "a/sub/z", "z");
+    renamed_a_to_b(&up, &lo);
     write(&lo, "keep", "k");
-    write(&up, "b/new", "n");
-    whiteout_dev(&up, "a");
-    whiteout_dev(&up, "b/y");
-    xattr::set(up.join("b"), "trusted.overlay.redirect", b"a").unwrap();
     let out = t.path().join("l.tar");
     write_upper(&up, &records(std::slice::from_ref(&lo)), &out, Compression::None).unwrap();
     let seen = read_tar(File::open(&out).unwrap());
